@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "vhost_native",
+      "sources": ["cc/addon.cc"],
+      "cflags_cc": ["-std=c++20", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"]
+    }
+  ]
+}
