@@ -1,1 +1,10 @@
-export {};
+export * from './constants.js';
+export * from './features.js';
+export * from './errors.js';
+export * from './dirty-log.js';
+export * from './memory.js';
+export * from './area.js';
+export * from './chain.js';
+export * from './ring.js';
+export * from './split-device.js';
+export * from './split-driver.js';
