@@ -1,0 +1,73 @@
+/**
+ * Builds virtio device rings from a ring configuration. The only place in the
+ * runtime that knows the concrete ring classes: everything else uses virtio's
+ * common DeviceRing interface.
+ */
+import {
+  GuestMemory,
+  DirtyLog,
+  SplitDeviceRing,
+  RingError,
+  VHOST_F_LOG_ALL,
+  VIRTIO_F_EVENT_IDX,
+  hasFeature,
+  type DeviceRing,
+} from '@vhost-ts/virtio';
+import type { LogSpec, RegionSpec, RingConfig } from './protocol.js';
+
+/** Where to resume a ring (a rebuild after a memory swap keeps its position). */
+export interface RingPosition {
+  lastAvailIdx: number;
+  availWrap: boolean;
+  lastUsedIdx: number | undefined;
+  usedWrap: boolean;
+}
+
+/** The start position a ring config asks for. */
+export function initialPosition(cfg: RingConfig): RingPosition {
+  const availWrap = cfg.availWrap ?? true;
+  return { lastAvailIdx: cfg.lastAvailIdx, availWrap, lastUsedIdx: cfg.lastUsedIdx, usedWrap: cfg.usedWrap ?? availWrap };
+}
+
+/** The position of a live ring (its device ring's indices). */
+export function currentPosition(dev: DeviceRing): RingPosition {
+  if (dev.kind === 'split') {
+    return { lastAvailIdx: dev.lastAvailIdx, availWrap: false, lastUsedIdx: dev.lastUsedIdx, usedWrap: false };
+  }
+  const base = dev.vringBase;
+  return {
+    lastAvailIdx: dev.lastAvailIdx,
+    availWrap: (base & 0x8000) !== 0,
+    lastUsedIdx: dev.lastUsedIdx,
+    usedWrap: (base >>> 31) !== 0,
+  };
+}
+
+/** Builds the device ring. Throws RingError on a layout the memory does not hold. */
+export function buildDeviceRing(mem: GuestMemory, features: bigint, cfg: RingConfig, pos: RingPosition): DeviceRing {
+  const eventIdx = hasFeature(features, VIRTIO_F_EVENT_IDX);
+  if ((cfg.kind ?? 'split') === 'split') {
+    const dev = new SplitDeviceRing(
+      mem,
+      { size: cfg.size, descGpa: cfg.descGpa, availGpa: cfg.driverGpa, usedGpa: cfg.deviceGpa, eventIdx },
+      { lastAvailIdx: pos.lastAvailIdx, usedLogGpa: cfg.logUsedGpa ?? null },
+    );
+    // Default: the used index read from the guest's used.idx (vhost-user semantics).
+    if (pos.lastUsedIdx !== undefined) dev.lastUsedIdx = pos.lastUsedIdx;
+    return dev;
+  }
+  throw new RingError('RING_LAYOUT', `vring ${cfg.index}: packed rings are not available in this build of @vhost-ts/virtio`);
+}
+
+/** Guest memory from region specs, with the dirty log attached when logging is active. */
+export function buildMemory(regions: readonly RegionSpec[], log: DirtyLog | null): GuestMemory {
+  const mem = new GuestMemory(regions.map((r) => ({ gpa: r.gpa, size: r.size, sab: r.sab, sabOffset: r.sabOffset ?? 0 })));
+  mem.setDirtyLog(log);
+  return mem;
+}
+
+/** The dirty log to use: only with a log base and VHOST_F_LOG_ALL negotiated. */
+export function buildLog(spec: LogSpec | null, features: bigint): DirtyLog | null {
+  if (spec === null || !hasFeature(features, VHOST_F_LOG_ALL)) return null;
+  return new DirtyLog(spec.sab, spec.offset ?? 0, spec.size ?? spec.sab.byteLength - (spec.offset ?? 0));
+}

@@ -1,0 +1,936 @@
+/**
+ * Queue worker entry point (started by the manager with `new Worker(url)`).
+ *
+ * One worker serves one queue group of one device. Its loop: poll the rings
+ * while there is work (pop a burst, hand it to the module, publish the used
+ * entries with one used-index store, at most one call per burst honouring
+ * suppression), spin a bounded time, then re-enable guest notifications,
+ * re-check, and sleep on the control block's doorbell. Control requests are
+ * handled between bursts. The event loop is visited only when needed (pause,
+ * updates, comlink service, or event-loop mode for modules with async work).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { expose } from 'comlink';
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
+import { native } from '@vhost-ts/native';
+import { Chain, isRingError, hasFeature, type DeviceRing, type DirtyLog, type GuestMemory } from '@vhost-ts/virtio';
+import {
+  ACK_FAILED,
+  ACK_OK,
+  BROKEN_MODULE,
+  BROKEN_REASON_NAMES,
+  BROKEN_RING,
+  BROKEN_RUNTIME,
+  CB_ACK_SEQ,
+  CB_ACK_STATUS,
+  CB_APPLIED_SEQ,
+  CB_DOORBELL,
+  CB_REQ_ARG,
+  CB_REQ_CODE,
+  CB_REQ_SEQ,
+  CB_SERVICE,
+  CB_SLEEPING,
+  CB_STATE,
+  RC_BURSTS,
+  RC_BYTES,
+  RC_CALLS,
+  RC_CHAINS,
+  RC_DESCRIPTORS,
+  RC_ERRORS,
+  RC_SUPPRESSED,
+  REQ_APPLY,
+  REQ_EXIT,
+  REQ_PAUSE,
+  REQ_PAUSE_RINGS,
+  REQ_RESUME,
+  REQ_RESUME_RINGS,
+  REQ_STOP_RINGS,
+  RING_AVAIL_WRAP,
+  RING_BROKEN,
+  RING_BROKEN_REASON,
+  RING_INFLIGHT,
+  RING_KICK_PENDING,
+  RING_LAST_AVAIL,
+  RING_LAST_USED,
+  RING_PAUSED,
+  RING_RUNNING,
+  RING_STATE,
+  RING_STOPPED,
+  RING_UNUSED,
+  RING_USED_WRAP,
+  RING_VRING_INDEX,
+  WC_REQUESTS,
+  WC_ROUNDS,
+  WC_SLEEPS,
+  WC_TIMEOUTS,
+  WC_WAKEUPS,
+  WC_YIELDS,
+  WORKER_BROKEN,
+  WORKER_PAUSED,
+  WORKER_RUNNING,
+  WORKER_STOPPED,
+  controlBlockViews,
+  ringCounter,
+  ringWord,
+} from './control-block.js';
+import type { Burst, ModuleExport, PiscinaOptions, QueueContext, QueueModule, QueueRing } from './module-api.js';
+import type { LogSpec, RegionSpec, RingConfig, RingKind, UpdateMessage, WorkerInit, WorkerMessage } from './protocol.js';
+import { buildDeviceRing, buildLog, buildMemory, currentPosition, initialPosition, type RingPosition } from './rings.js';
+import type { WorkerRpc } from './rpc.js';
+
+if (parentPort === null) throw new Error('@vhost-ts/workers/worker must run in a worker thread');
+const port = parentPort;
+const init = workerData as WorkerInit;
+const { i32, f64, ringSlots } = controlBlockViews(init.control);
+const tuning = init.tuning;
+const burstSize = Math.max(1, tuning.burstSize | 0);
+const spinMs = Math.max(0, tuning.spinUs) / 1000;
+
+function post(m: WorkerMessage): void {
+  port.postMessage(m);
+}
+
+// ---------------------------------------------------------------------------
+// State.
+
+let features = init.features;
+let logSpec: LogSpec | null = init.log;
+let regions: RegionSpec[] = init.regions;
+let dirtyLog: DirtyLog | null = buildLog(logSpec, features);
+let memory: GuestMemory = buildMemory(regions, dirtyLog);
+let mod: QueueModule | null = null;
+let processFn: ((b: Burst) => void) | null = null;
+let pollFn: (() => number) | null = null;
+/** True while the runtime is inside a module call (completions are flushed after it). */
+let inModule = false;
+let eventLoopMode = false;
+let workerState = 0;
+let handledSeq = Atomics.load(i32, CB_REQ_SEQ);
+let serviceSeen = Atomics.load(i32, CB_SERVICE);
+let appliedSeq = 0;
+/** A REQ_APPLY waiting for its update message: [request seq, update seq]. */
+let pendingApply: { reqSeq: number; upto: number } | null = null;
+let drainDeadline = -1;
+const pools: { destroy(): Promise<void> }[] = [];
+let flushQueued = false;
+
+function setWorkerState(s: number): void {
+  workerState = s;
+  Atomics.store(i32, CB_STATE, s);
+  Atomics.notify(i32, CB_STATE);
+}
+
+// ---------------------------------------------------------------------------
+// Rings.
+
+class BurstImpl implements Burst {
+  count = 0;
+  constructor(
+    readonly ring: QueueRing,
+    readonly chains: readonly Chain[],
+  ) {}
+}
+
+/** One vring slot of this worker: the module's QueueRing and the runtime's bookkeeping. */
+class RingRuntime implements QueueRing {
+  readonly slot: number;
+  readonly index: number;
+  kind: RingKind | null = null;
+  size = 0;
+  mode: 'burst' | 'manual' = 'burst';
+  device: DeviceRing | null = null;
+  config: RingConfig | null = null;
+  state = RING_UNUSED;
+  callFd = -1;
+  errFd = -1;
+  /** A kick fd forwards kicks; false = polling mode. */
+  kicked = false;
+  dirty = false;
+  inflight = 0;
+  readonly chains: Chain[];
+  readonly burst: BurstImpl;
+  private readonly scratch: Chain;
+  /** Last position, kept when the device ring is dropped (stopped / broken). */
+  position: RingPosition = { lastAvailIdx: 0, availWrap: false, lastUsedIdx: 0, usedWrap: false };
+  // Cumulative counters, stored into the control block at publish().
+  nChains = 0;
+  nDescs = 0;
+  nBytes = 0;
+  nCalls = 0;
+  nSuppressed = 0;
+  nBursts = 0;
+  nErrors = 0;
+  private readonly cBase: number;
+  private droppedLate = 0;
+
+  constructor(slot: number, index: number) {
+    this.slot = slot;
+    this.index = index;
+    this.cBase = ringCounter(slot, 0);
+    this.chains = [];
+    for (let i = 0; i < burstSize; i++) this.chains.push(new Chain());
+    this.burst = new BurstImpl(this, this.chains);
+    this.scratch = new Chain();
+  }
+
+  get active(): boolean {
+    return this.state === RING_RUNNING && workerState === WORKER_RUNNING;
+  }
+
+  pop(): Chain | null {
+    return this.popInto(this.scratch) ? this.scratch : null;
+  }
+
+  popInto(chain: Chain): boolean {
+    const dev = this.device;
+    if (dev === null || this.state !== RING_RUNNING) return false;
+    if (!dev.pop(chain)) return false;
+    this.inflight++;
+    this.nDescs += chain.count;
+    this.nBytes += chain.readableBytes;
+    return true;
+  }
+
+  available(): number {
+    const dev = this.device;
+    if (dev === null || this.state !== RING_RUNNING) return 0;
+    return availableOf(dev);
+  }
+
+  complete(chain: Chain, len: number): void {
+    this.completeId(chain.head, len, chain.descCount);
+  }
+
+  completeId(head: number, len: number, _descCount: number): void {
+    const dev = this.device;
+    if (dev === null || (this.state !== RING_RUNNING && this.state !== RING_PAUSED)) {
+      // The ring was stopped or broke while the chain was in flight: the entry is dropped.
+      if (this.droppedLate++ === 0) logMsg('warn', `vring ${this.index}: completion after the ring stopped was dropped`);
+      return;
+    }
+    dev.push(head, len);
+    this.inflight--;
+    this.nChains++;
+    this.nBytes += len;
+    if (!this.dirty) {
+      this.dirty = true;
+      if (!inModule) queueFlush();
+    }
+  }
+
+  /** Publishes used entries (one used-index store), notifies once if the guest wants it, publishes indices. */
+  flush(): void {
+    this.dirty = false;
+    const dev = this.device;
+    if (dev === null) return;
+    if (dev.needsNotify()) {
+      if (this.callFd >= 0) {
+        native.eventfdWrite(this.callFd, 1);
+        this.nCalls++;
+      }
+    } else {
+      this.nSuppressed++;
+    }
+    this.publish();
+  }
+
+  /** Stores indices and counters into the control block. */
+  publish(): void {
+    const dev = this.device;
+    if (dev !== null) this.position = currentPosition(dev);
+    const p = this.position;
+    Atomics.store(i32, ringWord(this.slot, RING_LAST_AVAIL), p.lastAvailIdx);
+    Atomics.store(i32, ringWord(this.slot, RING_AVAIL_WRAP), p.availWrap ? 1 : 0);
+    Atomics.store(i32, ringWord(this.slot, RING_LAST_USED), p.lastUsedIdx ?? 0);
+    Atomics.store(i32, ringWord(this.slot, RING_USED_WRAP), p.usedWrap ? 1 : 0);
+    Atomics.store(i32, ringWord(this.slot, RING_INFLIGHT), this.inflight);
+    const b = this.cBase;
+    f64[b + RC_CHAINS] = this.nChains;
+    f64[b + RC_DESCRIPTORS] = this.nDescs;
+    f64[b + RC_BYTES] = this.nBytes;
+    f64[b + RC_CALLS] = this.nCalls;
+    f64[b + RC_SUPPRESSED] = this.nSuppressed;
+    f64[b + RC_BURSTS] = this.nBursts;
+    f64[b + RC_ERRORS] = this.nErrors;
+  }
+
+  setState(s: number): void {
+    this.state = s;
+    Atomics.store(i32, ringWord(this.slot, RING_STATE), s);
+  }
+}
+
+/** Chains available on a device ring (split rings expose available(); otherwise 1 when hasWork). */
+function availableOf(dev: DeviceRing): number {
+  const d = dev as DeviceRing & { available?: () => number };
+  return typeof d.available === 'function' ? d.available() : dev.hasWork() ? 1 : 0;
+}
+
+const firstIndex = init.workerIndex * init.queuesPerWorker;
+const rings: RingRuntime[] = [];
+for (let s = 0; s < ringSlots; s++) {
+  rings.push(new RingRuntime(s, firstIndex + s));
+  Atomics.store(i32, ringWord(s, RING_VRING_INDEX), firstIndex + s);
+}
+
+function queueFlush(): void {
+  if (flushQueued) return;
+  flushQueued = true;
+  queueMicrotask(() => {
+    flushQueued = false;
+    flushDirty();
+  });
+}
+
+function flushDirty(): void {
+  for (let s = 0; s < ringSlots; s++) {
+    const r = rings[s]!;
+    if (!r.dirty) continue;
+    try {
+      r.flush();
+    } catch (e) {
+      failure(r, e, BROKEN_RUNTIME);
+    }
+  }
+}
+
+function startRing(cfg: RingConfig): void {
+  const r = rings[cfg.slot];
+  if (r === undefined || r.index !== cfg.index) throw new RangeError(`vring ${cfg.index} does not belong in slot ${cfg.slot} of worker ${init.workerIndex}`);
+  if (r.state === RING_RUNNING || r.state === RING_PAUSED) throw new Error(`vring ${cfg.index} is already started`);
+  r.config = cfg;
+  r.kind = cfg.kind ?? 'split';
+  r.size = cfg.size;
+  r.callFd = cfg.callFd ?? -1;
+  r.errFd = cfg.errFd ?? -1;
+  r.kicked = cfg.kicked;
+  r.inflight = 0;
+  r.dirty = false;
+  Atomics.store(i32, ringWord(r.slot, RING_BROKEN_REASON), 0);
+  r.setState(cfg.disabled === true ? RING_PAUSED : RING_RUNNING);
+  try {
+    r.device = buildDeviceRing(memory, features, cfg, initialPosition(cfg));
+  } catch (e) {
+    r.device = null;
+    r.position = { ...initialPosition(cfg), lastUsedIdx: cfg.lastUsedIdx ?? cfg.lastAvailIdx };
+    failure(r, e, BROKEN_RING);
+    return;
+  }
+  r.publish();
+  if (mod?.ringStarted !== undefined) callModule(r, () => mod!.ringStarted!(r));
+}
+
+/** Rebuilds every live ring over the current memory/features, keeping positions. */
+function rebuildRings(): void {
+  for (const r of rings) {
+    if (r.device === null || r.config === null) continue;
+    if (r.state !== RING_RUNNING && r.state !== RING_PAUSED) continue;
+    try {
+      r.device.flush();
+      const pos = currentPosition(r.device);
+      r.device = buildDeviceRing(memory, features, r.config, pos);
+    } catch (e) {
+      failure(r, e, BROKEN_RING);
+    }
+  }
+}
+
+function stopRing(r: RingRuntime): void {
+  if (r.state === RING_UNUSED) return;
+  if (r.dirty) {
+    try {
+      r.flush();
+    } catch (e) {
+      failure(r, e, BROKEN_RUNTIME);
+    }
+  }
+  r.publish();
+  const wasLive = r.state === RING_RUNNING || r.state === RING_PAUSED;
+  if (r.state !== RING_BROKEN) r.setState(RING_STOPPED);
+  r.device = null;
+  r.publish();
+  if (wasLive && mod?.ringStopped !== undefined) callModule(r, () => mod!.ringStopped!(r));
+}
+
+// ---------------------------------------------------------------------------
+// Failures: a ring error breaks its ring, a module exception breaks the group.
+
+function failure(r: RingRuntime | null, e: unknown, fallbackReason: number): void {
+  const err = e instanceof Error ? e : new Error(String(e));
+  if (isRingError(err)) {
+    // The guest broke a ring: the ring(s) whose device reports broken, else `r`.
+    let any = false;
+    for (const x of rings) {
+      if (x.device !== null && x.device.broken && x.state !== RING_BROKEN) {
+        breakRing(x, BROKEN_RING, err);
+        any = true;
+      }
+    }
+    if (!any && r !== null) breakRing(r, BROKEN_RING, err);
+    return;
+  }
+  if (fallbackReason === BROKEN_MODULE) {
+    // Module state is unknown after an exception: stop touching every ring of the group.
+    for (const x of rings) if (x.state === RING_RUNNING || x.state === RING_PAUSED) breakRing(x, BROKEN_MODULE, err, x === r);
+    if (r !== null && r.state !== RING_BROKEN) breakRing(r, BROKEN_MODULE, err);
+    if (workerState !== WORKER_STOPPED) setWorkerState(WORKER_BROKEN);
+    return;
+  }
+  if (r !== null) breakRing(r, fallbackReason, err);
+  else post({ type: 'error', slot: -1, vringIndex: -1, reason: 'runtime', code: err.name, message: err.message });
+}
+
+function breakRing(r: RingRuntime, reason: number, err: Error, report = true): void {
+  if (r.state === RING_BROKEN) return;
+  r.dirty = false;
+  if (r.device !== null) r.position = currentPosition(r.device);
+  r.device = null;
+  r.nErrors++;
+  Atomics.store(i32, ringWord(r.slot, RING_BROKEN_REASON), reason);
+  r.setState(RING_BROKEN);
+  r.publish();
+  if (r.errFd >= 0) {
+    try {
+      native.eventfdWrite(r.errFd, 1);
+    } catch {
+      /* the front-end closed it: nothing else to tell */
+    }
+  }
+  if (!report) return;
+  const code = isRingError(err) ? (err as Error & { code: string }).code : err.name;
+  post({
+    type: 'error',
+    slot: r.slot,
+    vringIndex: r.index,
+    reason: reason === BROKEN_RING ? 'ring' : reason === BROKEN_MODULE ? 'module' : 'runtime',
+    code,
+    message: `vring ${r.index}: ${BROKEN_REASON_NAMES[reason]} error: ${err.message}`,
+  });
+}
+
+/** Runs a module hook; an exception breaks the group. */
+function callModule(r: RingRuntime | null, fn: () => void): void {
+  inModule = true;
+  try {
+    fn();
+  } catch (e) {
+    inModule = false;
+    failure(r, e, BROKEN_MODULE);
+    return;
+  }
+  inModule = false;
+}
+
+// ---------------------------------------------------------------------------
+// The data path.
+
+/** One pass over the rings; returns the chains handled. */
+function round(): number {
+  let work = 0;
+  const pfn = processFn;
+  if (pfn !== null) {
+    for (let s = 0; s < ringSlots; s++) {
+      const r = rings[s]!;
+      if (r.state !== RING_RUNNING || r.mode !== 'burst') continue;
+      const dev = r.device!;
+      const chains = r.chains;
+      let n = 0;
+      inModule = true;
+      try {
+        n = dev.popBurst(chains, burstSize);
+        if (n === 0) {
+          inModule = false;
+          continue;
+        }
+        r.inflight += n;
+        let descs = 0;
+        let bytes = 0;
+        for (let i = 0; i < n; i++) {
+          const c = chains[i]!;
+          descs += c.count;
+          bytes += c.readableBytes;
+        }
+        r.nDescs += descs;
+        r.nBytes += bytes;
+        r.nBursts++;
+        r.burst.count = n;
+        pfn(r.burst);
+      } catch (e) {
+        inModule = false;
+        failure(r, e, isRingError(e) ? BROKEN_RING : BROKEN_MODULE);
+        continue;
+      }
+      inModule = false;
+      work += n;
+      if (r.dirty) flushDirty();
+      else r.publish();
+    }
+  }
+  const poll = pollFn;
+  if (poll !== null && workerState === WORKER_RUNNING) {
+    inModule = true;
+    try {
+      work += poll();
+    } catch (e) {
+      inModule = false;
+      failure(null, e, isRingError(e) ? BROKEN_RING : BROKEN_MODULE);
+      return work;
+    }
+    inModule = false;
+    flushDirty();
+  }
+  return work;
+}
+
+/** Re-enables guest notifications; true when a burst ring has work (the re-check after the store). */
+function enableNotifications(): boolean {
+  let more = false;
+  for (let s = 0; s < ringSlots; s++) {
+    const r = rings[s]!;
+    if (r.state !== RING_RUNNING) continue;
+    try {
+      if (r.device!.enableNotifications() && r.mode === 'burst') more = true;
+    } catch (e) {
+      failure(r, e, BROKEN_RING);
+    }
+  }
+  if (!more && pollFn !== null && workerState === WORKER_RUNNING) {
+    // Poll mode: the module's own re-check.
+    more = round() > 0;
+  }
+  return more;
+}
+
+function disableNotifications(): void {
+  for (let s = 0; s < ringSlots; s++) {
+    const r = rings[s]!;
+    if (r.state === RING_RUNNING) r.device!.disableNotifications();
+    if (Atomics.load(i32, ringWord(s, RING_KICK_PENDING)) !== 0) Atomics.store(i32, ringWord(s, RING_KICK_PENDING), 0);
+  }
+}
+
+/** Sleep timeout: finite when a running ring has no kick fd (polling mode). */
+function sleepTimeout(): number {
+  for (let s = 0; s < ringSlots; s++) {
+    const r = rings[s]!;
+    if (r.state === RING_RUNNING && !r.kicked) return tuning.pollIntervalMs;
+  }
+  return Infinity;
+}
+
+// What the synchronous loop asks its caller to do next.
+const NEXT_CONTINUE = 0;
+const NEXT_YIELD = 1;
+const NEXT_PAUSED = 2;
+const NEXT_APPLY_WAIT = 3;
+const NEXT_SLEEP_ASYNC = 4;
+const NEXT_EXIT = 5;
+const NEXT_DRAIN = 6;
+
+let asyncSleepDoorbell = 0;
+
+/** The worker loop: runs synchronously until it needs the event loop. */
+function runLoop(): number {
+  let idleSince = -1;
+  let lastYield = eventLoopMode ? performance.now() : 0;
+  for (;;) {
+    if (Atomics.load(i32, CB_REQ_SEQ) !== handledSeq) {
+      const next = handleRequest();
+      if (next !== NEXT_CONTINUE) return next;
+    }
+    if (Atomics.load(i32, CB_SERVICE) !== serviceSeen) {
+      serviceSeen = Atomics.load(i32, CB_SERVICE);
+      return NEXT_YIELD;
+    }
+    f64[WC_ROUNDS]!++;
+    const work = round();
+    if (eventLoopMode) {
+      const t = performance.now();
+      if (t - lastYield >= tuning.yieldIntervalMs) return NEXT_YIELD;
+    }
+    if (work > 0) {
+      idleSince = -1;
+      continue;
+    }
+    if (spinMs > 0) {
+      const t = performance.now();
+      if (idleSince < 0) idleSince = t;
+      if (t - idleSince < spinMs) continue;
+    }
+    // Sleep: read the doorbell first, then re-enable notifications and re-check,
+    // so a kick after the re-check changes the doorbell and the wait returns at once.
+    const db = Atomics.load(i32, CB_DOORBELL);
+    if (Atomics.load(i32, CB_REQ_SEQ) !== handledSeq) continue;
+    if (enableNotifications()) {
+      disableNotifications();
+      idleSince = -1;
+      continue;
+    }
+    f64[WC_SLEEPS]!++;
+    if (eventLoopMode) {
+      asyncSleepDoorbell = db;
+      return NEXT_SLEEP_ASYNC;
+    }
+    Atomics.store(i32, CB_SLEEPING, 1);
+    const res = Atomics.wait(i32, CB_DOORBELL, db, sleepTimeout());
+    Atomics.store(i32, CB_SLEEPING, 0);
+    f64[WC_WAKEUPS]!++;
+    if (res === 'timed-out') f64[WC_TIMEOUTS]!++;
+    disableNotifications();
+    idleSince = -1;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Control requests.
+
+function ack(seq: number, status: number): void {
+  Atomics.store(i32, CB_ACK_STATUS, status);
+  Atomics.store(i32, CB_ACK_SEQ, seq);
+  Atomics.notify(i32, CB_ACK_SEQ);
+}
+
+function maskRings(mask: number): RingRuntime[] {
+  const out: RingRuntime[] = [];
+  for (let s = 0; s < ringSlots; s++) if ((mask & (1 << s)) !== 0) out.push(rings[s]!);
+  return out;
+}
+
+/** In event-loop mode, wait (bounded) for in-flight chains of these rings before stopping them. */
+function mustDrain(rs: readonly RingRuntime[]): boolean {
+  if (!eventLoopMode) return false;
+  let inflight = 0;
+  for (const r of rs) if (r.state === RING_RUNNING || r.state === RING_PAUSED) inflight += r.inflight;
+  if (inflight === 0) {
+    drainDeadline = -1;
+    return false;
+  }
+  const now = performance.now();
+  if (drainDeadline < 0) drainDeadline = now + tuning.drainTimeoutMs;
+  if (now < drainDeadline) return true;
+  logMsg('warn', `drain timed out with ${inflight} chains in flight`);
+  drainDeadline = -1;
+  return false;
+}
+
+/** Handles the pending request (between bursts). */
+function handleRequest(): number {
+  const seq = Atomics.load(i32, CB_REQ_SEQ);
+  const code = Atomics.load(i32, CB_REQ_CODE);
+  const arg = Atomics.load(i32, CB_REQ_ARG);
+  flushDirty();
+  switch (code) {
+    case REQ_PAUSE: {
+      if (mustDrain(rings)) return NEXT_DRAIN;
+      for (const r of rings) r.publish();
+      if (workerState === WORKER_RUNNING) setWorkerState(WORKER_PAUSED);
+      done(seq, ACK_OK);
+      return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
+    }
+    case REQ_RESUME: {
+      if (workerState === WORKER_PAUSED) setWorkerState(WORKER_RUNNING);
+      done(seq, ACK_OK);
+      return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
+    }
+    case REQ_APPLY: {
+      if (appliedSeq >= arg) {
+        done(seq, ACK_OK);
+        return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
+      }
+      // The update message is on its way through the port: wait for it in the event loop.
+      handledSeq = seq;
+      pendingApply = { reqSeq: seq, upto: arg };
+      return NEXT_APPLY_WAIT;
+    }
+    case REQ_STOP_RINGS: {
+      const rs = maskRings(arg);
+      if (mustDrain(rs)) return NEXT_DRAIN;
+      for (const r of rs) stopRing(r);
+      done(seq, ACK_OK);
+      return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
+    }
+    case REQ_PAUSE_RINGS: {
+      const rs = maskRings(arg);
+      if (mustDrain(rs)) return NEXT_DRAIN;
+      for (const r of rs) {
+        if (r.state === RING_RUNNING) r.setState(RING_PAUSED);
+        r.publish();
+      }
+      done(seq, ACK_OK);
+      return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
+    }
+    case REQ_RESUME_RINGS: {
+      for (const r of maskRings(arg)) if (r.state === RING_PAUSED) r.setState(RING_RUNNING);
+      done(seq, ACK_OK);
+      return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
+    }
+    case REQ_EXIT: {
+      if (mustDrain(rings)) return NEXT_DRAIN;
+      for (const r of rings) stopRing(r);
+      setWorkerState(WORKER_STOPPED);
+      done(seq, ACK_OK);
+      return NEXT_EXIT;
+    }
+    default:
+      logMsg('error', `unknown request ${code}`);
+      done(seq, ACK_FAILED);
+      return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
+  }
+}
+
+function done(seq: number, status: number): void {
+  handledSeq = seq;
+  f64[WC_REQUESTS]!++;
+  ack(seq, status);
+}
+
+// ---------------------------------------------------------------------------
+// Scheduling between the synchronous loop and the event loop. Exactly one
+// continuation is pending at any time: a setImmediate tick, a paused wait, an
+// async sleep, a drain timer, or an update message (pendingApply).
+
+let tickScheduled = false;
+let exiting = false;
+
+function schedule(): void {
+  if (tickScheduled || exiting) return;
+  tickScheduled = true;
+  f64[WC_YIELDS]!++;
+  setImmediate(tick);
+}
+
+function tick(): void {
+  tickScheduled = false;
+  if (exiting || pendingApply !== null) return;
+  if (workerState === WORKER_PAUSED) {
+    dispatch(Atomics.load(i32, CB_REQ_SEQ) !== handledSeq ? handleRequest() : NEXT_PAUSED);
+    return;
+  }
+  dispatch(runLoop());
+}
+
+function dispatch(next: number): void {
+  switch (next) {
+    case NEXT_CONTINUE:
+    case NEXT_YIELD:
+      schedule();
+      return;
+    case NEXT_PAUSED:
+      waitPaused();
+      return;
+    case NEXT_APPLY_WAIT:
+      return;
+    case NEXT_SLEEP_ASYNC:
+      sleepAsync(asyncSleepDoorbell);
+      return;
+    case NEXT_DRAIN:
+      setTimeout(() => dispatch(handleRequest()), 1);
+      return;
+    case NEXT_EXIT:
+      void exit(0);
+      return;
+  }
+}
+
+/** Paused: the event loop runs (messages, comlink); a request rings the doorbell. */
+function waitPaused(): void {
+  if (exiting) return;
+  if (Atomics.load(i32, CB_REQ_SEQ) !== handledSeq) {
+    dispatch(handleRequest());
+    return;
+  }
+  const db = Atomics.load(i32, CB_DOORBELL);
+  if (Atomics.load(i32, CB_REQ_SEQ) !== handledSeq) {
+    dispatch(handleRequest());
+    return;
+  }
+  const w = Atomics.waitAsync(i32, CB_DOORBELL, db);
+  if (w.async) void w.value.then(waitPaused);
+  else setImmediate(waitPaused);
+}
+
+/** Event-loop mode sleep: the loop stays free for promises and messages. */
+function sleepAsync(db: number): void {
+  const w = Atomics.waitAsync(i32, CB_DOORBELL, db, sleepTimeout());
+  const wake = (res: string): void => {
+    f64[WC_WAKEUPS]!++;
+    if (res === 'timed-out') f64[WC_TIMEOUTS]!++;
+    disableNotifications();
+    schedule();
+  };
+  if (w.async) void w.value.then(wake);
+  else wake(w.value);
+}
+
+// ---------------------------------------------------------------------------
+// Updates (SharedArrayBuffers and configuration through the port).
+
+function applyUpdate(m: UpdateMessage): void {
+  flushDirty();
+  let ok = true;
+  try {
+    let memoryChanged = false;
+    let featuresChanged = false;
+    if (m.features !== undefined && m.features !== features) {
+      features = m.features;
+      featuresChanged = true;
+    }
+    if (m.log !== undefined) logSpec = m.log;
+    if (m.regions !== undefined) {
+      regions = m.regions;
+      memoryChanged = true;
+    }
+    if (memoryChanged || featuresChanged || m.log !== undefined) {
+      dirtyLog = buildLog(logSpec, features);
+      if (memoryChanged) memory = buildMemory(regions, dirtyLog);
+      else memory.setDirtyLog(dirtyLog);
+      if (memoryChanged || featuresChanged) rebuildRings();
+      if (memoryChanged && mod?.memoryChanged !== undefined) callModule(null, () => mod!.memoryChanged!(memory));
+      if (featuresChanged && mod?.featuresChanged !== undefined) callModule(null, () => mod!.featuresChanged!(features));
+    }
+    for (const c of m.callFds ?? []) {
+      const r = rings[c.slot];
+      if (r !== undefined) r.callFd = c.fd ?? -1;
+    }
+    for (const c of m.errFds ?? []) {
+      const r = rings[c.slot];
+      if (r !== undefined) r.errFd = c.fd ?? -1;
+    }
+    for (const cfg of m.rings ?? []) startRing(cfg);
+  } catch (e) {
+    ok = false;
+    failure(null, e, BROKEN_RUNTIME);
+  }
+  appliedSeq = m.seq;
+  Atomics.store(i32, CB_APPLIED_SEQ, m.seq);
+  const p = pendingApply;
+  if (p !== null && appliedSeq >= p.upto) {
+    pendingApply = null;
+    f64[WC_REQUESTS]!++;
+    ack(p.reqSeq, ok ? ACK_OK : ACK_FAILED);
+    if (workerState === WORKER_PAUSED) waitPaused();
+    else schedule();
+  }
+}
+
+port.on('message', (m: UpdateMessage) => {
+  if (m !== null && typeof m === 'object' && m.type === 'update') applyUpdate(m);
+});
+
+// ---------------------------------------------------------------------------
+// Module context, comlink, start-up and exit.
+
+function logMsg(level: 'debug' | 'info' | 'warn' | 'error', message: string): void {
+  post({ type: 'log', level, message });
+}
+
+const ctx: QueueContext = {
+  deviceId: init.deviceId,
+  workerIndex: init.workerIndex,
+  rings,
+  ring(vringIndex: number): QueueRing | undefined {
+    const s = vringIndex - firstIndex;
+    return s >= 0 && s < ringSlots ? rings[s] : undefined;
+  },
+  get memory(): GuestMemory {
+    return memory;
+  },
+  get features(): bigint {
+    return features;
+  },
+  hasFeature(bit: number): boolean {
+    return hasFeature(features, bit);
+  },
+  options: Object.freeze({ ...init.moduleOptions }),
+  log: {
+    debug: (m: string) => logMsg('debug', m),
+    info: (m: string) => logMsg('info', m),
+    warn: (m: string) => logMsg('warn', m),
+    error: (m: string) => logMsg('error', m),
+  },
+  get logging(): boolean {
+    return memory.log !== null;
+  },
+  logWrite(gpa: number, len: number): void {
+    memory.logWrite(gpa, len);
+  },
+  newChain(capacity?: number): Chain {
+    return new Chain(capacity);
+  },
+  async createPool(options: PiscinaOptions) {
+    const { Piscina } = await import('piscina');
+    const pool = new Piscina(options);
+    pools.push(pool);
+    eventLoopMode = true;
+    return pool;
+  },
+  setEventLoop(on: boolean): void {
+    eventLoopMode = on || pools.length > 0;
+  },
+  wake(): void {
+    Atomics.add(i32, CB_DOORBELL, 1);
+    Atomics.notify(i32, CB_DOORBELL);
+  },
+};
+
+const rpc: WorkerRpc = {
+  moduleStats: () => mod?.stats?.() ?? {},
+  async configure(options: Record<string, string>): Promise<void> {
+    if (mod?.configure === undefined) throw new Error('the module has no configure()');
+    await mod.configure(options);
+  },
+  async call(name: string, ...args: unknown[]): Promise<unknown> {
+    const fn = mod?.rpc?.[name] as ((...a: unknown[]) => unknown) | undefined;
+    if (fn === undefined) throw new Error(`the module has no rpc method ${name}`);
+    return await fn(...args);
+  },
+  affinity: () => native.getAffinity(),
+  tid: () => native.gettid(),
+};
+expose(rpc, nodeEndpoint(init.rpcPort));
+
+let exitStarted = false;
+async function exit(code: number): Promise<void> {
+  if (exitStarted) return;
+  exitStarted = true;
+  exiting = true;
+  const closing = (async () => {
+    try {
+      await mod?.close?.();
+    } catch (e) {
+      logMsg('error', `module close() threw: ${(e as Error).message}`);
+    }
+    for (const p of pools) await p.destroy().catch(() => undefined);
+  })();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([closing, new Promise((r) => (timer = setTimeout(r, tuning.drainTimeoutMs)))]);
+  clearTimeout(timer);
+  process.exit(code);
+}
+
+async function start(): Promise<void> {
+  if (init.cpus !== null && init.cpus.length > 0) native.setAffinity(init.cpus);
+  const loaded = (await import(init.moduleUrl)) as { default?: ModuleExport };
+  const exp = loaded.default;
+  if (exp === undefined || exp === null) throw new Error(`module ${init.moduleUrl} has no default export`);
+  const m = typeof exp === 'function' ? await exp(ctx) : exp;
+  if (m === null || typeof m !== 'object') throw new Error(`module ${init.moduleUrl}: the default export did not give a module object`);
+  if (typeof m.process !== 'function' && typeof m.poll !== 'function') {
+    throw new Error(`module ${init.moduleUrl} implements neither process() nor poll()`);
+  }
+  mod = m;
+  processFn = typeof m.process === 'function' ? m.process.bind(m) : null;
+  pollFn = typeof m.poll === 'function' ? m.poll.bind(m) : null;
+  for (const cfg of init.rings) startRing(cfg);
+  if (workerState !== WORKER_BROKEN) setWorkerState(WORKER_RUNNING);
+  post({ type: 'ready' });
+  schedule();
+}
+
+start().catch((e: unknown) => {
+  const err = e instanceof Error ? e : new Error(String(e));
+  setWorkerState(WORKER_BROKEN);
+  post({ type: 'fatal', message: err.message, ...(err.stack !== undefined ? { stack: err.stack } : {}) });
+  // Stay alive to answer EXIT (the manager stops the device).
+  waitPaused();
+});
