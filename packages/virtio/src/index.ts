@@ -8,3 +8,5 @@ export * from './chain.js';
 export * from './ring.js';
 export * from './split-device.js';
 export * from './split-driver.js';
+export * from './packed-device.js';
+export * from './packed-driver.js';
