@@ -5,7 +5,9 @@
  * syscalls. Failures throw an `Error` shaped like Node's system errors:
  * `{ code: 'EBADF', errno: 9, syscall: 'mmap', message: 'mmap: EBADF (Bad file descriptor)' }`.
  * Would-block conditions on non-blocking fds are *not* errors: they return the
- * documented sentinel (-1 or 0n) so hot paths do not pay for exceptions.
+ * documented sentinel (-1, 0 or false) so hot paths do not pay for exceptions.
+ * Bad JavaScript arguments throw `TypeError` (code `ERR_INVALID_ARG_TYPE`) or
+ * `RangeError` (code `ERR_OUT_OF_RANGE`) before any syscall is made.
  */
 export interface NativeError extends Error {
   code: string;
@@ -25,6 +27,7 @@ export interface RecvResult {
 export const POLL_READABLE = 1;
 export const POLL_WRITABLE = 2;
 export const POLL_DISCONNECT = 4;
+export const POLL_PRIORITIZED = 8;
 
 /**
  * Watches one fd on the libuv loop of the thread that created it
@@ -32,9 +35,16 @@ export const POLL_DISCONNECT = 4;
  * The callback receives the events (POLL_*) and, when `drainEventfd` was set,
  * the eventfd counter value that was read (0 if nothing was pending) — the
  * eventfd is read before the callback so a level-triggered poll does not spin.
- * A negative `events` value in the callback is a libuv error status.
- * The poller keeps the loop alive until `close()`; it is closed automatically
- * when its thread's environment is torn down (worker exit).
+ * A negative `events` value in the callback is a libuv error status (-errno),
+ * also used when draining the eventfd fails.
+ * The callback runs like any Node callback: nextTicks and microtasks it queues
+ * run before the loop goes on; an exception it throws is an uncaught exception.
+ * While started (and not `unref()`ed) the poller keeps the loop alive, and the
+ * JS object is held until `close()`. A poller still open when its thread's
+ * environment is torn down (worker exit or terminate, process exit) is closed
+ * then, and teardown waits for libuv to release the handle.
+ * Creating a poller sets O_NONBLOCK on the fd (libuv does); only one poller per
+ * fd per thread (EEXIST otherwise). Close the poller before closing its fd.
  */
 export interface Poller {
   /** (Re)start watching for `events`. */
@@ -43,7 +53,13 @@ export interface Poller {
   stop(): void;
   /** Stop and release the handle; idempotent. The fd itself is NOT closed. */
   close(): void;
+  /** Let the poller keep the loop alive while started (the default). */
+  ref(): void;
+  /** Do not keep the loop alive for this poller (it still fires while the loop runs). */
+  unref(): void;
   readonly closed: boolean;
+  /** The watched fd (-1 once torn down). */
+  readonly fd: number;
 }
 export interface PollerConstructor {
   new (fd: number, callback: (events: number, eventfdValue: number) => void, drainEventfd?: boolean): Poller;
@@ -66,6 +82,13 @@ export interface NativeBinding {
   release(sab: SharedArrayBuffer): void;
   /** Number of live mappings made by {@link mmap} (not yet unmapped by GC or released). */
   liveMappings(): number;
+  /**
+   * Number of released mappings whose zero overlay is still waiting for the GC
+   * to drop the last SharedArrayBuffer (address space only, no guest pages).
+   */
+  releasedMappings(): number;
+  /** The system page size (mmap offsets must be multiples of it). */
+  readonly pageSize: number;
   /** st_size of the fd (fstat). */
   fstatSize(fd: number): number;
   /** fcntl(F_GET_SEALS); throws EINVAL for files that do not support seals. */
@@ -82,7 +105,7 @@ export interface NativeBinding {
   dup(fd: number): number;
   /** eventfd(initval, EFD_CLOEXEC | EFD_NONBLOCK). */
   eventfdCreate(initval?: number): number;
-  /** Read the counter; returns 0 when it is 0 (EAGAIN). Values above 2^53 are clamped. */
+  /** Read the counter; returns 0 when it is 0 (EAGAIN). Values above 2^53 - 1 are clamped to Number.MAX_SAFE_INTEGER. */
   eventfdRead(fd: number): number;
   /** Add `value` (default 1) to the counter. Returns false on EAGAIN (counter full). */
   eventfdWrite(fd: number, value?: number): boolean;
@@ -101,14 +124,23 @@ export interface NativeBinding {
   /**
    * sendmsg with the bytes `data[offset, offset+length)` and up to 8 fds
    * (SCM_RIGHTS). Returns bytes sent, or -1 on EAGAIN. MSG_NOSIGNAL is set.
+   * A short count is possible on a full socket: the fds travel with the first
+   * byte that was sent. With fds, `length` must be > 0.
    */
   sendmsg(fd: number, data: Uint8Array, offset: number, length: number, fds?: readonly number[]): number;
   /**
    * recvmsg of at most `length` bytes into `buf[offset..]` with MSG_CMSG_CLOEXEC
    * (non-blocking). MSG_CTRUNC throws an error with code 'ECTRUNC' after closing
-   * every fd that did arrive.
+   * every fd that did arrive (the error's errno is EMSGSIZE and its `bytes`
+   * property says how many bytes were consumed: the stream is out of step, so
+   * treat it as fatal for the connection). `length` must be > 0.
    */
   recvmsg(fd: number, buf: Uint8Array, offset: number, length: number): RecvResult;
+  /**
+   * {@link recvmsg} with a control buffer sized for only `maxFds` (0..8) fds, so
+   * the MSG_CTRUNC path can be exercised. For tests; use recvmsg otherwise.
+   */
+  recvmsgCapped(fd: number, buf: Uint8Array, offset: number, length: number, maxFds: number): RecvResult;
   /** shutdown(fd, SHUT_RDWR). */
   shutdown(fd: number): void;
 
@@ -122,4 +154,7 @@ export interface NativeBinding {
   getAffinity(): number[];
   /** gettid() of the calling thread. */
   gettid(): number;
+
+  /** Values of the C headers this addon was built against (see constants.ts). */
+  readonly constants: Readonly<Record<string, number>>;
 }
