@@ -4,6 +4,14 @@
  */
 export * from './net/packet.js';
 export * from './net/accounting.js';
+export * from './net/traffic.js';
+export * from './net/open.js';
 export * from './memory/layout.js';
+export * from './memory/guest-memory.js';
 export * from './blk/request.js';
 export * from './cli/args.js';
+export * from './control/connection.js';
+export * from './control/client.js';
+export { connectUnix, acceptUnix } from './control/socket.js';
+export * from './device.js';
+export * from './raw.js';
