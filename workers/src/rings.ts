@@ -54,9 +54,20 @@ export function buildDeviceRing(mem: GuestMemory, features: bigint, cfg: RingCon
     );
     // Default: the used index read from the guest's used.idx (vhost-user semantics).
     if (pos.lastUsedIdx !== undefined) dev.lastUsedIdx = pos.lastUsedIdx;
-    return dev;
+    return settle(dev);
   }
   throw new RingError('RING_LAYOUT', `vring ${cfg.index}: packed rings are not available in this build of @vhost-ts/virtio`);
+}
+
+/**
+ * A new ring object assumes guest notifications are on, but the guest-visible
+ * flag may have been left off by the previous object serving the same ring (a
+ * memory swap, a restart after GET_VRING_BASE). Turning them off here makes the
+ * object's state match memory; the worker turns them on before it sleeps.
+ */
+function settle(dev: DeviceRing): DeviceRing {
+  dev.disableNotifications();
+  return dev;
 }
 
 /** Guest memory from region specs, with the dirty log attached when logging is active. */

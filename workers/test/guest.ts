@@ -21,8 +21,8 @@ export class FakeGuestMemory {
   readonly mem: GuestMemory;
   private next: number;
 
-  constructor(bytes = 4 << 20, gpa = 0x100000) {
-    this.sab = new SharedArrayBuffer(bytes);
+  constructor(bytes = 4 << 20, gpa = 0x100000, sab?: SharedArrayBuffer) {
+    this.sab = sab ?? new SharedArrayBuffer(bytes);
     this.gpa = gpa;
     this.mem = new GuestMemory([{ gpa, size: bytes, sab: this.sab, sabOffset: 0 }]);
     this.next = gpa;
