@@ -35,6 +35,10 @@ void CloseQuietly(int fd) {
 bool SocketAddress(const Args& args, int i, sockaddr_un* addr, socklen_t* len) {
   std::string path;
   if (!args.String(i, "path", &path)) return false;
+  if (path.find('\0') != std::string::npos) {
+    args.RangeError("path", "must not contain NUL bytes");
+    return false;
+  }
   if (path.empty() || path.size() >= sizeof addr->sun_path) {
     args.RangeError("path", "must be 1 to " + std::to_string(sizeof addr->sun_path - 1) +
                                 " bytes long, received " + std::to_string(path.size()));
@@ -137,9 +141,9 @@ void Sendmsg(const FunctionCallbackInfo<Value>& info) {
   Isolate* isolate = info.GetIsolate();
   Local<Context> context = isolate->GetCurrentContext();
   int fd;
-  uint8_t* start;
-  size_t length;
-  if (!args.Fd(0, "fd", &fd) || !ByteRange(args, 1, 0, &start, &length)) return;
+  if (!args.Fd(0, "fd", &fd)) return;
+  // Read the fd list before taking the buffer's address: reading array
+  // elements can run JS (getters) that could detach or shrink the buffer.
   int fds[kMaxFds];
   uint32_t nfds = 0;
   if (!args.Missing(4)) {
@@ -160,11 +164,14 @@ void Sendmsg(const FunctionCallbackInfo<Value>& info) {
       }
       fds[k] = static_cast<int>(d);
     }
-    if (nfds > 0 && length == 0) {
-      // A zero-byte stream write carries nothing, not even the fds.
-      args.RangeError("length", "must be > 0 when fds are sent");
-      return;
-    }
+  }
+  uint8_t* start;
+  size_t length;
+  if (!ByteRange(args, 1, 0, &start, &length)) return;
+  if (nfds > 0 && length == 0) {
+    // A zero-byte stream write carries nothing, not even the fds.
+    args.RangeError("length", "must be > 0 when fds are sent");
+    return;
   }
   iovec iov{start, length};
   msghdr msg{};

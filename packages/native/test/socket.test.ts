@@ -216,6 +216,18 @@ describe('unix stream sockets', () => {
     expect(() => sendmsg(a, [1, 2] as unknown as Uint8Array, 0, 1)).toThrow(TypeError);
     expect(() => recvmsg(b, buf, 0, 0)).toThrow(RangeError);
     expect(() => recvmsg(b, buf, 8, 1)).toThrow(RangeError);
+    // A getter on the fd list that detaches the data buffer: the buffer is
+    // checked after the list is read, so this is a RangeError, not a stale pointer.
+    const doomed = new Uint8Array(new ArrayBuffer(8));
+    const sneaky = [0];
+    Object.defineProperty(sneaky, 0, {
+      get: () => {
+        structuredClone(doomed.buffer, { transfer: [doomed.buffer] });
+        return efds[0];
+      },
+    });
+    expect(() => sendmsg(a, doomed, 0, 4, sneaky)).toThrow(RangeError);
+    expect(() => unixListen('bad\0path')).toThrow(RangeError);
     // Nothing was sent by the failed calls.
     expect(recvmsg(b, buf, 0, 8)).toEqual({ bytes: -1, fds: [] });
     for (const fd of [a, b, ...efds]) close(fd);
