@@ -10,3 +10,6 @@ export * from './split-device.js';
 export * from './split-driver.js';
 export * from './packed-device.js';
 export * from './packed-driver.js';
+export * from './net.js';
+export * from './blk.js';
+export * from './inflight.js';

@@ -229,6 +229,21 @@ export class SplitDeviceRing implements DeviceRing {
     return true;
   }
 
+  /**
+   * Describes the chain at descriptor `head` without consuming an avail entry:
+   * resubmission of in-flight requests after a reconnect (inflight tracking).
+   * Same checks and errors as pop().
+   */
+  describeHead(chain: Chain, head: number): void {
+    if (this.error !== null) throw new RingError('BROKEN', `ring is broken: ${this.error.message}`);
+    try {
+      this.walk(chain, head);
+    } catch (e) {
+      if (e instanceof RingError) this.error = e;
+      throw e;
+    }
+  }
+
   popBurst(chains: readonly Chain[], max: number): number {
     const n = Math.min(max, chains.length);
     let i = 0;
