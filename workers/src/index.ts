@@ -12,4 +12,11 @@ export const modules = {
   sink: new URL('./modules/sink.js', import.meta.url),
   fail: new URL('./modules/fail.js', import.meta.url),
   slow: new URL('./modules/slow.js', import.meta.url),
+  loopback: new URL('./modules/loopback.js', import.meta.url),
+} as const;
+
+/** Test fixtures shipped as compiled modules (not for production use). */
+export const testingModules = {
+  /** Completes chains from a piscina task (event-loop mode). */
+  asyncPool: new URL('./testing/async-pool.js', import.meta.url),
 } as const;

@@ -560,7 +560,10 @@ function runLoop(): number {
     // Sleep: read the doorbell first, then re-enable notifications and re-check,
     // so a kick after the re-check changes the doorbell and the wait returns at once.
     const db = Atomics.load(i32, CB_DOORBELL);
-    if (Atomics.load(i32, CB_REQ_SEQ) !== handledSeq) continue;
+    // Requests and service pokes ring the doorbell after their own word: one that
+    // landed between the checks at the top of the loop and the read above would
+    // not wake the wait below, so look again.
+    if (Atomics.load(i32, CB_REQ_SEQ) !== handledSeq || Atomics.load(i32, CB_SERVICE) !== serviceSeen) continue;
     if (enableNotifications()) {
       disableNotifications();
       idleSince = -1;

@@ -17,6 +17,8 @@ describe('doorbell', () => {
     expect(await until(() => ((calls += ring.calls()), ring.reap(), ring.returned === 3))).toBe(true);
     expect(calls).toBeGreaterThanOrEqual(1);
     expect(ring.outstanding.size).toBe(0);
+    // Counters are published right after the used index: they may trail the guest by a moment.
+    expect(await until(() => dev.stats().workers[0]!.rings[0]!.chains === 3)).toBe(true);
     const st = dev.stats().workers[0]!;
     expect(st.wakeups).toBeGreaterThan(wakeupsBefore);
     const rs = st.rings[0]!;
@@ -48,6 +50,7 @@ describe('doorbell', () => {
     ring.post(4, 64);
     expect(await until(() => (ring.reap(), ring.returned === 4))).toBe(true);
     expect(ring.calls()).toBe(0);
+    expect(await until(() => dev.stats().workers[0]!.rings[0]!.chains === 4)).toBe(true);
     const rs = dev.stats().workers[0]!.rings[0]!;
     expect(rs.calls).toBe(0);
     expect(rs.suppressed).toBeGreaterThanOrEqual(1);
