@@ -197,7 +197,7 @@ function checkLocal(buf: Uint8Array, off: number, len: number): void {
 }
 
 /** Below this many bytes a plain loop beats allocating a subarray view for set(). */
-const SMALL_COPY = 32;
+const SMALL_COPY = 64;
 
 /**
  * Copies n bytes from src[srcOff..] to dst[dstOff..]. Callers have checked both
