@@ -79,6 +79,9 @@ export interface ManagedProcessOptions {
   onOutput?: (text: string) => void;
 }
 
+/** A match in a process's output, with its absolute stream positions. */
+export type OutputMatch = RegExpMatchArray & { start: number; end: number };
+
 export interface WaitForOutputOptions {
   timeoutMs?: number;
   /** Stream position to search from (default: the beginning of the retained output). */
@@ -208,15 +211,17 @@ export class ManagedProcess implements AsyncDisposable {
    * Waits until the output since `options.since` matches `pattern`. Rejects on timeout or
    * when the process exits first, with the end of the output in the message.
    */
-  waitForOutput(pattern: RegExp | string, options: WaitForOutputOptions = {}): Promise<RegExpMatchArray> {
+  waitForOutput(pattern: RegExp | string, options: WaitForOutputOptions = {}): Promise<OutputMatch> {
     const { timeoutMs = 10_000, since = this.output.start } = options;
     const re = typeof pattern === 'string' ? new RegExp(escapeRegExp(pattern)) : pattern;
     return new Promise((resolve, reject) => {
       const check = (): boolean => {
+        const from = Math.max(since, this.output.start);
         const m = this.output.since(since).match(re);
         if (m !== null) {
           cleanup();
-          resolve(m);
+          const start = from + (m.index ?? 0);
+          resolve(Object.assign(m, { start, end: start + m[0].length }));
           return true;
         }
         if (this.#exit !== undefined) {

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
-import { ManagedProcess, escapeRegExp, type ExitStatus } from './process.js';
+import { ManagedProcess, escapeRegExp, type ExitStatus, type OutputMatch } from './process.js';
 import {
   makeTempDir,
   removeDir,
@@ -126,6 +126,18 @@ export interface ForwardStats {
   total: ForwardPortStats;
 }
 
+/** Counter deltas and rates over a measured interval (see `Testpmd.measureRate`). */
+export interface RateSample {
+  seconds: number;
+  rxPackets: number;
+  txPackets: number;
+  rxPps: number;
+  txPps: number;
+  /** Bytes as counted by the PMD (no preamble/IFG) × 8 per second. */
+  rxBitsPerSecond: number;
+  txBitsPerSecond: number;
+}
+
 export const TESTPMD_PROMPT = 'testpmd> ';
 
 /** `{ ok: true }` when `dpdk-testpmd` (Debian `dpdk-dev`) is installed. */
@@ -192,12 +204,14 @@ export function testpmdArgs(opts: TestpmdOptions & { socketPath: string }, fileP
     `--txq=${q}`,
     `--nb-cores=${opts.nbCores ?? 1}`,
   ];
+  // Order matters: testpmd checks --txpkts against the mbuf size parsed *before* it (and only
+  // warns "give up", keeping 64-byte packets), so the sizes come first.
+  if (opts.maxPktLen !== undefined) app.push(`--max-pkt-len=${opts.maxPktLen}`);
+  if (opts.mbufSize !== undefined) app.push(`--mbuf-size=${opts.mbufSize}`);
   if (opts.txpkts !== undefined) {
     app.push(`--txpkts=${Array.isArray(opts.txpkts) ? opts.txpkts.join(',') : opts.txpkts}`);
   }
   if (opts.burst !== undefined) app.push(`--burst=${opts.burst}`);
-  if (opts.maxPktLen !== undefined) app.push(`--max-pkt-len=${opts.maxPktLen}`);
-  if (opts.mbufSize !== undefined) app.push(`--mbuf-size=${opts.mbufSize}`);
   if (opts.rxd !== undefined) app.push(`--rxd=${opts.rxd}`);
   if (opts.txd !== undefined) app.push(`--txd=${opts.txd}`);
   app.push(...(opts.extraApp ?? []));
@@ -324,6 +338,10 @@ export class Testpmd implements AsyncDisposable {
     const tp = new Testpmd(proc, options, sock, filePrefix, tempDir);
     try {
       await proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs: readyTimeoutMs });
+      // Settings testpmd rejects with a warning but runs without: fail instead of measuring
+      // something else than asked.
+      const rejected = proc.output.text().match(/^.*(?:- give up|Invalid|invalid).*$/m);
+      if (rejected !== null) throw new Error(`testpmd rejected an option: ${rejected[0].trim()}\n${proc.describe()}`);
       if (listens) {
         await waitForPath(sock, {
           timeoutMs: readyTimeoutMs,
@@ -347,18 +365,23 @@ export class Testpmd implements AsyncDisposable {
   }
 
   /**
-   * Sends one command and returns what testpmd printed until `until` matched (default: the
-   * next prompt). Commands are serialised.
+   * Sends one command and returns what testpmd printed in answer, up to and including the next
+   * prompt. With `until`, that pattern must appear first (e.g. the end of a statistics block),
+   * then the prompt after it: the conversation stays in step even when the answer's last lines
+   * arrive after a match. Commands are serialised.
    */
   command(cmd: string, options: { timeoutMs?: number; until?: RegExp | string } = {}): Promise<string> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
     const run = async (): Promise<string> => {
       const since = this.proc.output.position;
       this.proc.write(`${cmd}\n`);
-      const until = options.until ?? TESTPMD_PROMPT;
-      const m = await this.proc.waitForOutput(until, { timeoutMs: options.timeoutMs ?? 10_000, since });
+      let after = since;
+      if (options.until !== undefined) {
+        after = (await this.proc.waitForOutput(options.until, { timeoutMs, since })).end;
+      }
+      const prompt = await this.proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs, since: after });
       const text = this.proc.output.since(since);
-      const end = text.indexOf(m[0]) + m[0].length;
-      return text.slice(0, end);
+      return text.slice(0, Math.max(0, prompt.end - Math.max(since, this.proc.output.start)));
     };
     const p = this.#queue.then(run, run);
     this.#queue = p.catch(() => undefined);
@@ -378,6 +401,27 @@ export class Testpmd implements AsyncDisposable {
     const s = (await this.portStats(timeoutMs)).find((p) => p.port === port);
     if (s === undefined) throw new Error(`no statistics for port ${port}`);
     return s;
+  }
+
+  /**
+   * Packet rates of a port over `durationMs`, from two `show port stats all` samples (counter
+   * deltas over wall-clock time between the answers).
+   */
+  async measureRate(durationMs: number, port = 0): Promise<RateSample> {
+    const a = await this.portStat(port);
+    const t0 = performance.now();
+    await sleep(durationMs);
+    const b = await this.portStat(port);
+    const seconds = (performance.now() - t0) / 1000;
+    return {
+      seconds,
+      rxPackets: b.rxPackets - a.rxPackets,
+      txPackets: b.txPackets - a.txPackets,
+      rxPps: (b.rxPackets - a.rxPackets) / seconds,
+      txPps: (b.txPackets - a.txPackets) / seconds,
+      rxBitsPerSecond: ((b.rxBytes - a.rxBytes) * 8) / seconds,
+      txBitsPerSecond: ((b.txBytes - a.txBytes) * 8) / seconds,
+    };
   }
 
   /** `start` (or `start tx_first N`: seeds the io loop with N bursts). */
@@ -417,7 +461,7 @@ export class Testpmd implements AsyncDisposable {
   }
 
   /** Waits for `pattern` in the output printed from now on (or from `since`). */
-  waitForOutput(pattern: RegExp | string, options: { timeoutMs?: number; since?: number } = {}): Promise<RegExpMatchArray> {
+  waitForOutput(pattern: RegExp | string, options: { timeoutMs?: number; since?: number } = {}): Promise<OutputMatch> {
     return this.proc.waitForOutput(pattern, { since: this.proc.output.position, ...options });
   }
 

@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -185,4 +185,74 @@ export function isStaticElf(file: string): boolean {
 /** The repository root (this file lives in `<repo>/packages/peers/{src,dist}/`). */
 export function repoRoot(): string {
   return path.resolve(import.meta.dirname, '../../..');
+}
+
+const heldLocks = new Set<string>();
+let lockExitHook = false;
+
+/**
+ * Takes an exclusive cross-process lock (a directory holding the owner's pid) and returns its
+ * release function. A lock whose owner process is gone is broken. Released automatically when
+ * this process exits.
+ */
+export async function acquireLock(lockDir: string, options: { timeoutMs?: number } = {}): Promise<() => Promise<void>> {
+  const end = Date.now() + (options.timeoutMs ?? 300_000);
+  if (!lockExitHook) {
+    lockExitHook = true;
+    process.on('exit', () => {
+      for (const d of heldLocks) removeDirSync(d);
+    });
+  }
+  for (;;) {
+    try {
+      await mkdir(lockDir);
+      heldLocks.add(lockDir);
+      await writeFile(path.join(lockDir, 'pid'), String(process.pid));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const owner = Number(await readFile(path.join(lockDir, 'pid'), 'utf8').catch(() => 'NaN'));
+      let age = 0;
+      try {
+        age = Date.now() - (await stat(lockDir)).mtimeMs;
+      } catch {
+        continue; // released meanwhile
+      }
+      if ((Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) || (Number.isNaN(owner) && age > 10_000)) {
+        await rm(lockDir, { recursive: true, force: true });
+        continue;
+      }
+      if (Date.now() > end) throw new TimeoutError(`timed out waiting for lock ${lockDir} (held by pid ${owner})`);
+      await sleep(200);
+    }
+  }
+  let released = false;
+  return async () => {
+    if (released) return;
+    released = true;
+    heldLocks.delete(lockDir);
+    await rm(lockDir, { recursive: true, force: true });
+  };
+}
+
+/** Runs `fn` holding {@link acquireLock}. */
+export async function withLock<T>(lockDir: string, fn: () => Promise<T>, timeoutMs = 300_000): Promise<T> {
+  const release = await acquireLock(lockDir, { timeoutMs });
+  try {
+    return await fn();
+  } finally {
+    await release();
+  }
+}
+
+/** The lock directory shared by every CPU-heavy real-peer test on this machine. */
+export const PEER_LOCK_DIR = '/tmp/vhost-ts-peers.lock';
+
+/**
+ * Serialises CPU-heavy real-peer tests across test files and processes: busy-polling testpmds
+ * and TCG guests on a 2-core machine collapse when two such tests overlap. Hold it for the
+ * duration of a test file (acquire in `beforeAll`, release in `afterAll`).
+ */
+export function acquirePeerLock(timeoutMs = 600_000): Promise<() => Promise<void>> {
+  return acquireLock(PEER_LOCK_DIR, { timeoutMs });
 }
