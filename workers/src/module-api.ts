@@ -31,8 +31,8 @@
  * - No allocation per chain: chains are reusable objects owned by the ring;
  *   a chain is valid until the next pop into it (the next burst).
  * - Complete each chain exactly once: synchronously with `ring.complete(chain, len)`,
- *   or later (async work) with `ring.completeId(chain.head, len, chain.descCount)`
- *   after saving `head`/`descCount` (the Chain object itself is reused).
+ *   or later (async work) with `ring.completeId(chain.head, len)`
+ *   after saving `head` (the Chain object itself is reused).
  * - An exception puts the worker's rings in the BROKEN state (the device goes
  *   to NEEDS_RESET); it never crashes the process or affects other devices.
  * - Do not cache `ctx.memory`, `ring.device` or region views across calls:
@@ -83,11 +83,11 @@ export interface QueueRing {
    */
   complete(chain: Chain, len: number): void;
   /**
-   * Completes a chain by id, for completions after the burst (async work).
-   * `descCount` is the chain's `descCount` (needed by packed rings).
-   * Outside a module call the runtime publishes and notifies at the next microtask.
+   * Completes a chain by its head (split) / buffer id (packed), for
+   * completions after the burst (async work). Outside a module call the
+   * runtime publishes and notifies at the next microtask.
    */
-  completeId(head: number, len: number, descCount: number): void;
+  completeId(head: number, len: number): void;
   /** The virtio device ring (advanced use; replaced on memory swaps, do not cache). Null when not started. */
   readonly device: DeviceRing | null;
 }

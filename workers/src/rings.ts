@@ -5,9 +5,11 @@
  */
 import {
   GuestMemory,
+  PACKED_BASE_AVAIL_WRAP,
   DirtyLog,
   SplitDeviceRing,
-  RingError,
+  PackedDeviceRing,
+  encodePackedBase,
   VHOST_F_LOG_ALL,
   VIRTIO_F_EVENT_IDX,
   hasFeature,
@@ -29,18 +31,24 @@ export function initialPosition(cfg: RingConfig): RingPosition {
   return { lastAvailIdx: cfg.lastAvailIdx, availWrap, lastUsedIdx: cfg.lastUsedIdx, usedWrap: cfg.usedWrap ?? availWrap };
 }
 
-/** The position of a live ring (its device ring's indices). */
-export function currentPosition(dev: DeviceRing): RingPosition {
+/** The position of a live ring (its device ring's indices), written into `out` (no allocation). */
+export function readPosition(dev: DeviceRing, out: RingPosition): RingPosition {
+  out.lastAvailIdx = dev.lastAvailIdx;
+  out.lastUsedIdx = dev.lastUsedIdx;
   if (dev.kind === 'split') {
-    return { lastAvailIdx: dev.lastAvailIdx, availWrap: false, lastUsedIdx: dev.lastUsedIdx, usedWrap: false };
+    out.availWrap = false;
+    out.usedWrap = false;
+  } else {
+    const base = dev.vringBase;
+    out.availWrap = (base & PACKED_BASE_AVAIL_WRAP) !== 0;
+    out.usedWrap = base >>> 31 !== 0;
   }
-  const base = dev.vringBase;
-  return {
-    lastAvailIdx: dev.lastAvailIdx,
-    availWrap: (base & 0x8000) !== 0,
-    lastUsedIdx: dev.lastUsedIdx,
-    usedWrap: (base >>> 31) !== 0,
-  };
+  return out;
+}
+
+/** The position of a live ring, as a new object. */
+export function currentPosition(dev: DeviceRing): RingPosition {
+  return readPosition(dev, { lastAvailIdx: 0, availWrap: false, lastUsedIdx: 0, usedWrap: false });
 }
 
 /** Builds the device ring. Throws RingError on a layout the memory does not hold. */
@@ -56,7 +64,16 @@ export function buildDeviceRing(mem: GuestMemory, features: bigint, cfg: RingCon
     if (pos.lastUsedIdx !== undefined) dev.lastUsedIdx = pos.lastUsedIdx;
     return settle(dev);
   }
-  throw new RingError('RING_LAYOUT', `vring ${cfg.index}: packed rings are not available in this build of @vhost-ts/virtio`);
+  const dev = new PackedDeviceRing(
+    mem,
+    { size: cfg.size, descGpa: cfg.descGpa, driverEventGpa: cfg.driverGpa, deviceEventGpa: cfg.deviceGpa, eventIdx },
+    {
+      vringBase: encodePackedBase(pos.lastAvailIdx, pos.availWrap ? 1 : 0, pos.lastUsedIdx ?? pos.lastAvailIdx, pos.usedWrap ? 1 : 0),
+      // Used descriptors are written into the descriptor ring: that is what the log must cover.
+      usedLogGpa: cfg.logUsedGpa === undefined || cfg.logUsedGpa === null ? null : cfg.descGpa,
+    },
+  );
+  return settle(dev);
 }
 
 /**

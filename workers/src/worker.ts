@@ -75,7 +75,7 @@ import {
 } from './control-block.js';
 import type { Burst, ModuleExport, PiscinaOptions, QueueContext, QueueModule, QueueRing } from './module-api.js';
 import type { LogSpec, RegionSpec, RingConfig, RingKind, UpdateMessage, WorkerInit, WorkerMessage } from './protocol.js';
-import { buildDeviceRing, buildLog, buildMemory, currentPosition, initialPosition, type RingPosition } from './rings.js';
+import { buildDeviceRing, buildLog, buildMemory, currentPosition, initialPosition, readPosition, type RingPosition } from './rings.js';
 import type { WorkerRpc } from './rpc.js';
 
 if (parentPort === null) throw new Error('@vhost-ts/workers/worker must run in a worker thread');
@@ -198,10 +198,10 @@ class RingRuntime implements QueueRing {
   }
 
   complete(chain: Chain, len: number): void {
-    this.completeId(chain.head, len, chain.descCount);
+    this.completeId(chain.head, len);
   }
 
-  completeId(head: number, len: number, _descCount: number): void {
+  completeId(head: number, len: number): void {
     const dev = this.device;
     if (dev === null || (this.state !== RING_RUNNING && this.state !== RING_PAUSED)) {
       // The ring was stopped or broke while the chain was in flight: the entry is dropped.
@@ -237,8 +237,8 @@ class RingRuntime implements QueueRing {
   /** Stores indices and counters into the control block. */
   publish(): void {
     const dev = this.device;
-    if (dev !== null) this.position = currentPosition(dev);
     const p = this.position;
+    if (dev !== null) readPosition(dev, p);
     Atomics.store(i32, ringWord(this.slot, RING_LAST_AVAIL), p.lastAvailIdx);
     Atomics.store(i32, ringWord(this.slot, RING_AVAIL_WRAP), p.availWrap ? 1 : 0);
     Atomics.store(i32, ringWord(this.slot, RING_LAST_USED), p.lastUsedIdx ?? 0);
@@ -383,7 +383,7 @@ function failure(r: RingRuntime | null, e: unknown, fallbackReason: number): voi
 function breakRing(r: RingRuntime, reason: number, err: Error, report = true): void {
   if (r.state === RING_BROKEN) return;
   r.dirty = false;
-  if (r.device !== null) r.position = currentPosition(r.device);
+  if (r.device !== null) readPosition(r.device, r.position);
   r.device = null;
   r.nErrors++;
   Atomics.store(i32, ringWord(r.slot, RING_BROKEN_REASON), reason);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { modules } from '@vhost-ts/workers';
-import { FakeGuestMemory, FakeGuestRing, until } from './guest.js';
+import { FakeGuestMemory, FakeGuestRing, packedBase, until } from './guest.js';
 import { guestU16, onCleanup, sleep, startDevice } from './harness.js';
 
 /** Posts chains continuously (kicking as the driver decides) until stopped. */
@@ -50,6 +50,33 @@ describe('ring stop and restart', () => {
     // Restart at the returned base: the rest comes back exactly once.
     // No kick: a started ring is polled once (and notifications re-enabled before the worker sleeps).
     await dev.startRings([{ ...ring.spec(), lastAvailIdx: idx!.lastAvailIdx }]);
+    expect(await until(() => (ring.reap(), ring.outstanding.size === 0), 10_000)).toBe(true);
+    expect(ring.returned).toBe(ring.posted);
+  });
+
+  it('packed ring with EVENT_IDX: traffic across several wraps, stop with wrap counters, restart at that base', async () => {
+    const guest = new FakeGuestMemory();
+    const ring = new FakeGuestRing(guest, 0, { kind: 'packed', size: 100, eventIdx: true });
+    onCleanup(() => ring.close());
+    const dev = await startDevice(guest, [ring], { features: 1n << 29n | 1n << 34n, burstSize: 16 });
+    const t = traffic(ring, 7);
+    await until(() => ring.returned > 450, 10_000);
+    const [idx] = await dev.stopRings([0]);
+    await t.stop();
+    ring.reap();
+    // Everything the device consumed came back; wrap counters flipped as many times as the ring wrapped.
+    const consumed = ring.posted - ring.outstanding.size;
+    expect(ring.returned).toBe(consumed);
+    expect(idx!.lastAvailIdx).toBe(consumed % 100);
+    expect(idx!.availWrap).toBe(Math.floor(consumed / 100) % 2 === 0);
+    expect(idx!.lastUsedIdx).toBe(idx!.lastAvailIdx);
+    expect(idx!.usedWrap).toBe(idx!.availWrap);
+    await dev.startRings([{ ...ring.spec(), ...packedBase(0), lastAvailIdx: idx!.lastAvailIdx, availWrap: idx!.availWrap, lastUsedIdx: idx!.lastUsedIdx, usedWrap: idx!.usedWrap }]);
+    ring.kick();
+    const t2 = traffic(ring, 5);
+    const target = ring.posted + 300;
+    await until(() => ring.posted > target, 10_000);
+    await t2.stop();
     expect(await until(() => (ring.reap(), ring.outstanding.size === 0), 10_000)).toBe(true);
     expect(ring.returned).toBe(ring.posted);
   });

@@ -5,8 +5,11 @@
 import { native } from '@vhost-ts/native';
 import {
   GuestMemory,
+  PackedDriverRing,
   SplitDriverRing,
   createUsedBuffer,
+  decodePackedBase,
+  packedDescBytes,
   splitAvailBytes,
   splitDescBytes,
   splitUsedBytes,
@@ -49,18 +52,23 @@ export interface FakeRingOptions {
   kick?: boolean;
   /** false: no call fd. */
   call?: boolean;
+  /** Ring layout (default split). */
+  kind?: 'split' | 'packed';
 }
 
 /** One guest-side ring with its buffers and eventfds. */
 export class FakeGuestRing {
-  readonly driver: SplitDriverRing<number>;
+  readonly driver: SplitDriverRing<number> | PackedDriverRing<number>;
+  readonly kind: 'split' | 'packed';
   readonly size: number;
   readonly bufSize: number;
   readonly bufGpa: number;
   readonly kickFd: number | null;
   readonly callFd: number | null;
   readonly descGpa: number;
+  /** Split: avail ring. Packed: driver event suppression area. */
   readonly availGpa: number;
+  /** Split: used ring. Packed: device event suppression area. */
   readonly usedGpa: number;
   /** Tokens posted and not yet returned. */
   readonly outstanding = new Set<number>();
@@ -79,29 +87,40 @@ export class FakeGuestRing {
   ) {
     const size = (this.size = opts.size ?? 256);
     this.bufSize = opts.bufSize ?? 2048;
-    this.descGpa = guest.alloc(splitDescBytes(size), 16);
-    this.availGpa = guest.alloc(splitAvailBytes(size), 2);
-    this.usedGpa = guest.alloc(splitUsedBytes(size), 4);
+    this.kind = opts.kind ?? 'split';
+    const eventIdx = opts.eventIdx ?? false;
+    if (this.kind === 'split') {
+      this.descGpa = guest.alloc(splitDescBytes(size), 16);
+      this.availGpa = guest.alloc(splitAvailBytes(size), 2);
+      this.usedGpa = guest.alloc(splitUsedBytes(size), 4);
+      this.driver = new SplitDriverRing<number>(guest.mem, { size, descGpa: this.descGpa, availGpa: this.availGpa, usedGpa: this.usedGpa, eventIdx });
+    } else {
+      this.descGpa = guest.alloc(packedDescBytes(size), 16);
+      this.availGpa = guest.alloc(4, 4);
+      this.usedGpa = guest.alloc(4, 4);
+      this.driver = new PackedDriverRing<number>(guest.mem, {
+        size,
+        descGpa: this.descGpa,
+        driverEventGpa: this.availGpa,
+        deviceEventGpa: this.usedGpa,
+        eventIdx,
+      });
+    }
     this.bufGpa = guest.alloc(size * this.bufSize, 64);
-    this.driver = new SplitDriverRing<number>(guest.mem, {
-      size,
-      descGpa: this.descGpa,
-      availGpa: this.availGpa,
-      usedGpa: this.usedGpa,
-      eventIdx: opts.eventIdx ?? false,
-    });
     this.kickFd = opts.kick === false ? null : native.eventfdCreate(0);
     this.callFd = opts.call === false ? null : native.eventfdCreate(0);
   }
 
   spec(): RingSpec {
+    const base = this.kind === 'split' ? { lastAvailIdx: this.driver.vringBase } : packedBase(this.driver.vringBase);
     return {
       index: this.index,
+      kind: this.kind,
       size: this.size,
       descGpa: this.descGpa,
       driverGpa: this.availGpa,
       deviceGpa: this.usedGpa,
-      lastAvailIdx: this.driver.vringBase,
+      ...base,
       kickFd: this.kickFd,
       callFd: this.callFd,
     };
@@ -162,6 +181,12 @@ export class FakeGuestRing {
     if (this.kickFd !== null) native.close(this.kickFd);
     if (this.callFd !== null) native.close(this.callFd);
   }
+}
+
+/** RingSpec position fields from a packed GET_VRING_BASE value. */
+export function packedBase(vringBase: number): Pick<RingSpec, 'lastAvailIdx' | 'availWrap' | 'lastUsedIdx' | 'usedWrap'> {
+  const b = decodePackedBase(vringBase);
+  return { lastAvailIdx: b.availIdx, availWrap: b.availWrap === 1, lastUsedIdx: b.usedIdx, usedWrap: b.usedWrap === 1 };
 }
 
 /** Polls until `check` passes or the timeout expires (returns the last result). */

@@ -23,11 +23,10 @@ export default defineModule(async (ctx) => {
       for (let i = 0; i < burst.count; i++) {
         const c = burst.chains[i]!;
         const head = c.head;
-        const descCount = c.descCount;
         tasks++;
         void pool.run({ delayMs }).then(
           () => {
-            ring.completeId(head, 0, descCount);
+            ring.completeId(head, 0);
             completed++;
           },
           (e: unknown) => ctx.log.error(`task failed: ${String(e)}`),
