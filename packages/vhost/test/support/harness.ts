@@ -149,12 +149,38 @@ export interface Baseline {
   memfdMappings: number;
   live: number;
   released: number;
+  /** The /proc/self/maps lines without addresses (for a readable diff on failure). */
+  maps: string[];
 }
 
 export function baseline(): Baseline {
   const r = countResources();
-  const memfdMappings = readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/memfd:')).length;
-  return { fds: r.fds, mappings: r.mappings, memfdMappings, live: native.liveMappings(), released: native.releasedMappings() };
+  const maps = readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.length > 0);
+  const memfdMappings = maps.filter((l) => l.includes('/memfd:')).length;
+  return { fds: r.fds, mappings: r.mappings, memfdMappings, live: native.liveMappings(), released: native.releasedMappings(), maps };
+}
+
+/** A baseline taken after the GC has unmapped what earlier tests released. */
+export async function settledBaseline(): Promise<Baseline> {
+  await eventually(() => native.releasedMappings() === 0, 3000);
+  return baseline();
+}
+
+function mapsDiff(before: readonly string[], after: readonly string[]): string {
+  const count = (ls: readonly string[]) => {
+    const m = new Map<string, number>();
+    for (const l of ls) {
+      const key = l.replace(/^\S+\s+/, '').replace(/^(\S+)\s+\S+/, '$1'); // drop range and offset
+      m.set(key, (m.get(key) ?? 0) + 1);
+    }
+    return m;
+  };
+  const a = count(before);
+  const b = count(after);
+  const out: string[] = [];
+  for (const [k, n] of b) if (n !== (a.get(k) ?? 0)) out.push(`${n - (a.get(k) ?? 0) > 0 ? '+' : ''}${n - (a.get(k) ?? 0)} ${k}`);
+  for (const [k, n] of a) if (!b.has(k)) out.push(`-${n} ${k}`);
+  return out.join('\n');
 }
 
 /** V8 may grow its heap meanwhile: total mappings may rise by this much without a leak. */
@@ -177,6 +203,10 @@ export async function expectBackToBaseline(base: Baseline, timeoutMs = 5000): Pr
   }, timeoutMs);
   if (!ok) {
     const now = baseline();
-    throw new Error(`resources not back to baseline: now ${JSON.stringify(now)} vs ${JSON.stringify(base)}\nfds:\n${describeFds().join('\n')}`);
+    const { maps: _a, ...nowCounts } = now;
+    const { maps: _b, ...baseCounts } = base;
+    throw new Error(
+      `resources not back to baseline: now ${JSON.stringify(nowCounts)} vs ${JSON.stringify(baseCounts)}\nfds:\n${describeFds().join('\n')}\nmappings diff:\n${mapsDiff(base.maps, now.maps)}`,
+    );
   }
 }
