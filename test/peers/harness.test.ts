@@ -180,6 +180,16 @@ describe('process management', () => {
     await q.close();
   });
 
+  it('supports await using (Symbol.asyncDispose) for scope-bound clean-up', async () => {
+    let pid = 0;
+    {
+      await using p = new ManagedProcess('sleep', ['30'], { name: 'sleep' });
+      pid = p.pid;
+      expect(pidAlive(pid)).toBe(true);
+    }
+    expect(pidAlive(pid)).toBe(false);
+  });
+
   it('refuses socket paths the kernel cannot bind', () => {
     expect(() => socketPath('/tmp', 'x'.repeat(120))).toThrow(/too long/);
     expect(socketPath('/tmp/d', 'a.sock')).toBe('/tmp/d/a.sock');

@@ -388,6 +388,12 @@ export class Testpmd implements AsyncDisposable {
     return p;
   }
 
+  /** The MAC address testpmd printed for a port at start-up ("Port 0: 56:48:4F:53:54:00"), lower case. */
+  macAddress(port = 0): string | undefined {
+    const m = this.output.match(new RegExp(`Port ${port}: ((?:[0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})`));
+    return m?.[1]?.toLowerCase();
+  }
+
   /** `show port stats all`, parsed. */
   async portStats(timeoutMs = 10_000): Promise<PortStats[]> {
     const text = await this.command('show port stats all', { timeoutMs });
