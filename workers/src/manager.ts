@@ -574,25 +574,34 @@ export class DeviceWorkers {
   }
 
   /**
-   * Replaces the guest memory regions in every worker (after {@link pause}, or
-   * between bursts if running). Resolves once every worker uses the new views:
+   * Replaces the guest memory regions in every worker (after {@link pause};
+   * running workers apply it between bursts, which is only safe for modules
+   * without chains in flight). With `log` (null detaches) the dirty log is
+   * replaced in the same step. Resolves once every worker uses the new views:
    * then the old mappings may be released.
    */
-  async setMemory(regions: RegionSpec[]): Promise<void> {
-    this.assertLive();
-    await Promise.all(this.workers.map((h) => h.update({ regions: regions.map(cloneRegion) }, this.ackTimeoutMs)));
+  async setMemory(regions: RegionSpec[], log?: LogSpec | null): Promise<void> {
+    await this.update({ regions, ...(log !== undefined ? { log } : {}) });
   }
 
-  /** Attaches (or with null detaches) the dirty log. */
+  /** Attaches (or with null detaches) the dirty log (active only with VHOST_F_LOG_ALL in the features). */
   async setLog(log: LogSpec | null): Promise<void> {
-    this.assertLive();
-    await Promise.all(this.workers.map((h) => h.update({ log }, this.ackTimeoutMs)));
+    await this.update({ log });
   }
 
   /** Changes the negotiated features (e.g. VHOST_F_LOG_ALL toggled during migration). */
   async setFeatures(features: bigint): Promise<void> {
+    await this.update({ features });
+  }
+
+  /** Memory, log and features in one step (one message and acknowledgement per worker). */
+  async update(u: { regions?: RegionSpec[]; log?: LogSpec | null; features?: bigint }): Promise<void> {
     this.assertLive();
-    await Promise.all(this.workers.map((h) => h.update({ features }, this.ackTimeoutMs)));
+    const msg: Omit<UpdateMessage, 'type' | 'seq'> = {};
+    if (u.regions !== undefined) msg.regions = u.regions.map(cloneRegion);
+    if (u.log !== undefined) msg.log = u.log;
+    if (u.features !== undefined) msg.features = u.features;
+    await Promise.all(this.workers.map((h) => h.update(msg, this.ackTimeoutMs)));
   }
 
   /**
