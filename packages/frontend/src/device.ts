@@ -13,7 +13,6 @@
 import { POLL_READABLE, type Poller } from '@vhost-ts/native';
 import {
   DeviceStatus,
-  encodePackedBase,
   ProtocolFeature,
   VHOST_USER_F_PROTOCOL_FEATURES,
   bit,
@@ -23,6 +22,9 @@ import {
 import {
   DESC_SIZE,
   indirectPoolBytes,
+  PACKED_EVENT_BYTES,
+  PackedDriverRing,
+  packedDescBytes,
   SplitDriverRing,
   splitAvailBytes,
   splitDescBytes,
@@ -213,7 +215,16 @@ export class FrontendDevice {
       try {
         callFd = native.eventfdCreate(0);
         if (packed) {
-          throw new Error('packed rings: the driver-side packed ring of @vhost-ts/virtio is not available yet');
+          const desc = alloc.alloc(packedDescBytes(size), 4096).gpa;
+          const drv = alloc.alloc(PACKED_EVENT_BYTES, 64).gpa;
+          const devEv = alloc.alloc(PACKED_EVENT_BYTES, 64).gpa;
+          const pool = indirect ? { gpa: alloc.alloc(indirectPoolBytes(size, indirectMax), DESC_SIZE).gpa, maxEntries: indirectMax } : null;
+          const ring = new PackedDriverRing<number>(
+            this.memory.memory,
+            { size, descGpa: desc, driverEventGpa: drv, deviceEventGpa: devEv, eventIdx },
+            { initialize: true, indirectPool: pool, inOrder },
+          );
+          v = { index: i, kind: 'packed', size, ring, kickFd, callFd, descGpa: desc, driverGpa: drv, deviceGpa: devEv, indirect, base: 0 };
         } else {
           const desc = alloc.alloc(splitDescBytes(size), 4096).gpa;
           const avail = alloc.alloc(splitAvailBytes(size), 64).gpa;
@@ -235,7 +246,8 @@ export class FrontendDevice {
     }
     for (const v of this.vrings) {
       await c.setVringNum(v.index, v.size);
-      v.base = v.kind === 'packed' ? encodePackedBase({ availIdx: 0, availWrap: true, usedIdx: 0, usedWrap: true }) : v.ring.vringBase;
+      // Split: the next avail index (0). Packed: avail slot | wrap << 15, as DPDK's virtio-user sends (0x8000 fresh).
+      v.base = v.ring.vringBase;
       await c.setVringBase(v.index, v.base);
       await c.setVringAddr({
         index: v.index,

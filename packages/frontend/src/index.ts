@@ -15,3 +15,6 @@ export * from './control/client.js';
 export { connectUnix, acceptUnix } from './control/socket.js';
 export * from './device.js';
 export * from './raw.js';
+export * from './blk/driver.js';
+export * from './blk/open.js';
+export * from './blk/verify.js';

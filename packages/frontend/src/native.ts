@@ -1,15 +1,4 @@
 /**
- * The native addon, loaded once per thread.
+ * The native addon (loaded by @vhost-ts/native, which also refuses a V8 sandbox).
  */
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import type { NativeBinding } from '@vhost-ts/native';
-
-function load(): NativeBinding {
-  const require = createRequire(import.meta.url);
-  // packages/native/dist/index.js -> packages/native/build/Release/vhost_native.node
-  const entry = require.resolve('@vhost-ts/native');
-  return require(path.join(path.dirname(entry), '..', 'build', 'Release', 'vhost_native.node')) as NativeBinding;
-}
-
-export const native: NativeBinding = load();
+export { native } from '@vhost-ts/native';

@@ -30,6 +30,10 @@ export interface FrontendCliOptions {
   window: number | undefined;
   /** Busy-poll the used rings instead of sleeping on call eventfds. */
   poll: boolean;
+  /** Idle polling before sleeping on notifications (µs); undefined = the traffic loop's default. */
+  spinUs: number | undefined;
+  /** Pin the front-end's thread to these CPUs (sched_setaffinity); empty = leave as is. */
+  cpus: number[];
   verify: boolean;
   timeoutMs: number;
   drainMs: number;
@@ -70,6 +74,8 @@ export const FRONTEND_USAGE = `usage: vhost-ts frontend --socket-path=PATH --mod
   --no-mrg-rxbuf       do not negotiate VIRTIO_NET_F_MRG_RXBUF
   --window=N           loop: max frames in flight per pair (0 = unlimited) [RX ring size]
   --poll               busy-poll used rings instead of waiting for calls
+  --spin-us=N          poll this long without work before sleeping      [200; 0 with --rate]
+  --cpu=LIST           pin the front-end thread, e.g. 0 or 0,2-3 (keep it off the back-end's core)
   --no-verify          count frames without checking their content
   --timeout-ms=N       timeout of every reply and of connect/accept     [5000]
   --drain-ms=N         after traffic stops, keep receiving this long      [500]
@@ -100,8 +106,22 @@ function parseInt10(text: string, what: string, min: number, max: number): numbe
 const BOOLEAN_FLAGS = new Set(['server', 'packed', 'indirect', 'event-idx', 'no-mrg-rxbuf', 'poll', 'no-verify', 'json', 'quiet', 'help']);
 const VALUE_FLAGS = new Set([
   'socket-path', 'mode', 'queues', 'size', 'seconds', 'rate', 'queue-size', 'memory', 'layout', 'regions', 'burst',
-  'window', 'timeout-ms', 'drain-ms', 'depth', 'blk-sectors', 'interval-ms',
+  'window', 'timeout-ms', 'drain-ms', 'depth', 'blk-sectors', 'interval-ms', 'spin-us', 'cpu',
 ]);
+
+/** Parses a CPU list like `0`, `0,2` or `1-3`. */
+export function parseCpuList(text: string): number[] {
+  const out = new Set<number>();
+  for (const part of text.split(',')) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
+    if (!m) throw new UsageError(`--cpu: expected a CPU list like 0 or 0,2-3, got '${text}'`);
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a || b > 1023) throw new UsageError(`--cpu: bad range '${part}'`);
+    for (let c = a; c <= b; c++) out.add(c);
+  }
+  return [...out].sort((x, y) => x - y);
+}
 
 /** Parses argv (without the program and sub-command names). `--help` throws a UsageError whose message is the usage. */
 export function parseFrontendArgs(argv: readonly string[]): FrontendCliOptions {
@@ -183,6 +203,8 @@ export function parseFrontendArgs(argv: readonly string[]): FrontendCliOptions {
     mrgRxbuf: !flags.has('no-mrg-rxbuf'),
     window: values.has('window') ? parseInt10(values.get('window')!, '--window', 0, 1 << 20) : undefined,
     poll: flags.has('poll'),
+    spinUs: values.has('spin-us') ? parseInt10(values.get('spin-us')!, '--spin-us', 0, 1_000_000) : undefined,
+    cpus: values.has('cpu') ? parseCpuList(values.get('cpu')!) : [],
     verify: !flags.has('no-verify'),
     timeoutMs: parseInt10(values.get('timeout-ms') ?? '5000', '--timeout-ms', 1, 3_600_000),
     drainMs: parseInt10(values.get('drain-ms') ?? '500', '--drain-ms', 0, 60_000),

@@ -110,6 +110,8 @@ export class QueueCounters {
   kicksSuppressed = 0;
   /** Frames spread over more than one RX buffer (mergeable). */
   merged = 0;
+  /** loop: times a stalled full window was reopened by writing off the missing frames. */
+  windowResets = 0;
 }
 
 /** The summary one run prints (also per queue). */

@@ -41,6 +41,8 @@ export interface NetTrafficOptions {
   window?: number;
   /** Busy-poll (never sleep on call eventfds). */
   poll?: boolean;
+  /** Keep polling this long without work before sleeping on notifications (default 200 µs; 0 with a rate limit). */
+  spinUs?: number;
   /** Check frame content (default true). */
   verify?: boolean;
   /** TX chains as two descriptors (header, frame) through an indirect table, when the rings have indirect pools. */
@@ -81,6 +83,9 @@ function allocPool(dev: FrontendDevice, slots: number, stride: number): Pool {
     slots,
   };
 }
+
+/** loop mode: a full window with nothing received for this long counts the missing frames as lost. */
+export const WINDOW_STALL_MS = 1000;
 
 const align64 = (n: number): number => (n + 63) & ~63;
 
@@ -170,6 +175,7 @@ export class NetTraffic {
       burst: options.burst ?? 32,
       window: options.window ?? rxRingSize,
       poll: options.poll ?? false,
+      spinUs: options.spinUs ?? ((options.rate ?? 0) > 0 ? 0 : 200),
       verify: options.verify ?? true,
       indirectTx: options.indirectTx ?? false,
     };
@@ -249,9 +255,12 @@ export class NetTraffic {
     if (this.options.mode === 'loop' && this.options.window > 0) {
       const back = this.trackers[p.q]!.unique;
       let inflight = p.counters.sent - back - p.writtenOff;
-      if (inflight >= this.options.window && now - p.lastRxProgress > 100) {
-        // Stalled for 100 ms with a full window: what is missing is lost; reopen the window.
+      if (inflight >= this.options.window && now - p.lastRxProgress > WINDOW_STALL_MS) {
+        // Nothing came back for a long time with a full window: what is missing is lost; reopen the window.
+        // (Writing off frames that are merely late could overflow the RX ring when they do arrive.)
         p.writtenOff = p.counters.sent - back;
+        p.counters.windowResets++;
+        p.lastRxProgress = now;
         inflight = 0;
       }
       const credit = this.options.window - inflight;
@@ -412,14 +421,13 @@ export class NetTraffic {
     this.txBudgetStart = this.startTime;
     const end = this.startTime + seconds * 1000;
     for (const p of this.pairs) p.lastRxProgress = this.startTime;
-    await this.loop(() => performance.now() >= end || this.stopRequested);
+    await this.loop((now) => now >= end || this.stopRequested);
     const trafficEnd = performance.now();
     this.sending = false;
     if (drainMs > 0 && mode !== 'rx') {
       let last = performance.now();
       let lastCount = this.totalDone();
-      await this.loop(() => {
-        const now = performance.now();
+      await this.loop((now) => {
         const done = this.totalDone();
         if (done !== lastCount) {
           lastCount = done;
@@ -464,32 +472,40 @@ export class NetTraffic {
     return true;
   }
 
-  /** The scheduler: work in ~1 ms chunks, yield with setImmediate, sleep when idle. */
-  private loop(done: () => boolean, maxSleepMs = 50): Promise<void> {
+  /**
+   * The scheduler. One turn runs for about a millisecond: steps every pair,
+   * and keeps spinning through idle steps for up to `spinUs` (a back-end on
+   * another core answers within microseconds; an event-loop turn costs more).
+   * Then it yields with setImmediate (work was done, or --poll), or re-enables
+   * notifications and sleeps until a call eventfd or a timer fires.
+   */
+  private loop(done: (now: number) => boolean, maxSleepMs = 50): Promise<void> {
+    const spinMs = this.options.spinUs / 1000;
     return new Promise<void>((resolve, reject) => {
       const step = (): void => {
         try {
-          const chunkEnd = performance.now() + 1;
-          let idle = false;
-          for (;;) {
-            const now = performance.now();
-            if (done()) return resolve();
+          let now = performance.now();
+          const chunkEnd = now + 1;
+          let lastWork = now;
+          let any = false;
+          for (let iter = 0; ; iter++) {
+            if (done(now)) return resolve();
             let work = 0;
             for (const p of this.pairs) {
               work += this.txStep(p, now);
               if (this.receiving) work += this.rxStep(p, now);
             }
-            if (work === 0) {
-              idle = true;
+            now = performance.now();
+            if (work !== 0) {
+              any = true;
+              lastWork = now;
+            } else if (now - lastWork >= spinMs) {
               break;
             }
             if (now >= chunkEnd) break;
           }
-          if (!idle || this.options.poll) {
-            setImmediate(step);
-            return;
-          }
-          this.sleep(maxSleepMs, step);
+          if (any || this.options.poll) setImmediate(step);
+          else this.sleep(maxSleepMs, step);
         } catch (e) {
           reject(e);
         }
