@@ -124,6 +124,19 @@ describe('dpdk-testpmd harness against DPDK peers', () => {
     expect(feFwd.total.rxPackets).toBeGreaterThan(seeded);
   }, 60_000);
 
+  it('front-end as socket server, back-end as client: the prompt comes once the back-end dials in', async () => {
+    const sock = socketPath(dir, 'srv.sock');
+    const fe = await start({ role: 'frontend', server: true, socketPath: sock, forwardMode: 'txonly', txpkts: 64 });
+    const be = await start({ role: 'backend', client: true, socketPath: sock, forwardMode: 'rxonly' });
+    await fe.waitUntilReady();
+    await be.waitForLinkUp(0, 10_000);
+    const rate = await be.measureRate(1000);
+    expect(rate.rxPackets).toBeGreaterThan(0);
+    const feFwd = await fe.stop();
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await be.stop()).total.rxPackets).toBe(feFwd.total.txPackets);
+  }, 60_000);
+
   it('a front-end without a back-end fails fast with testpmd output in the error', async () => {
     const sock = socketPath(dir, 'nobody.sock');
     const err = await start({ role: 'frontend', socketPath: sock, waitForSocket: false, readyTimeoutMs: 15_000 }).then(

@@ -173,8 +173,22 @@ export async function ensureGuestKernel(
   const cacheDir = options.cacheDir ?? defaultGuestCacheDir();
   const wanted = [...(options.modules ?? DEFAULT_GUEST_MODULES)].map((m) => m.replace(/-/g, '_'));
   await mkdir(cacheDir, { recursive: true });
-  const pkg = options.kernelPackage ?? (await resolveKernelPackage());
-  const kdir = path.join(cacheDir, `kernel-${pkg}-${sha256(`v${KERNEL_CACHE_FORMAT}:${wanted.join(',')}`).slice(0, 12)}`);
+  const suffix = sha256(`v${KERNEL_CACHE_FORMAT}:${wanted.join(',')}`).slice(0, 12);
+  let pkg = options.kernelPackage;
+  if (pkg === undefined) {
+    try {
+      pkg = await resolveKernelPackage();
+    } catch (e) {
+      // No apt lists (offline, or a CI image without `apt-get update`): use a cached kernel.
+      const cachedDirs = (await readdir(cacheDir)).filter((d) => d.startsWith('kernel-') && d.endsWith(`-${suffix}`)).sort();
+      for (const d of cachedDirs.reverse()) {
+        const k = await readManifest(path.join(cacheDir, d, 'manifest.json'));
+        if (k !== undefined) return k;
+      }
+      throw e;
+    }
+  }
+  const kdir = path.join(cacheDir, `kernel-${pkg}-${suffix}`);
   const manifestPath = path.join(kdir, 'manifest.json');
   const cached = await readManifest(manifestPath);
   if (cached !== undefined) return cached;

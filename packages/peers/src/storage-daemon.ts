@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises';
 import { ManagedProcess, type ExitStatus } from './process.js';
-import { makeTempDir, removeDir, requireBinaries, socketPath as checkedSocketPath, waitForPath, type Availability } from './util.js';
+import { makeTempDir, removeDir, removeStaleSocket, requireBinaries, socketPath as checkedSocketPath, waitForPath, type Availability } from './util.js';
 
 export interface StorageDaemonOptions {
   /** Backing image file (raw unless `format` says otherwise). */
@@ -73,6 +73,7 @@ export class StorageDaemon implements AsyncDisposable {
     const sock = options.socketPath ?? checkedSocketPath(dir, 'blk.sock');
     let proc: ManagedProcess;
     try {
+      await removeStaleSocket(sock);
       proc = new ManagedProcess(binary, storageDaemonArgs({ ...options, socketPath: sock }), {
         name: options.name ?? 'qemu-storage-daemon',
         cleanupDirs: [dir],

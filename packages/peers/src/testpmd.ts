@@ -4,6 +4,7 @@ import { ManagedProcess, escapeRegExp, type ExitStatus, type OutputMatch } from 
 import {
   makeTempDir,
   removeDir,
+  removeStaleSocket,
   requireBinaries,
   sleep,
   socketPath as checkedSocketPath,
@@ -82,6 +83,11 @@ export interface TestpmdOptions {
   extraApp?: string[];
   /** Timeout for start-up (prompt, socket) in ms (default 20 s). */
   readyTimeoutMs?: number;
+  /**
+   * Front-end in server mode only: how long the prompt may take to come up after `start()`
+   * returned, i.e. how long testpmd may wait for the back-end to connect (default 60 s).
+   */
+  connectTimeoutMs?: number;
   /** Front-end client mode: wait for the socket to exist before starting (default true). */
   waitForSocket?: boolean;
   /** Executable (default `dpdk-testpmd`). */
@@ -293,6 +299,7 @@ export class Testpmd implements AsyncDisposable {
   readonly options: TestpmdOptions;
   /** Serialises commands: testpmd's command line is one conversation. */
   #queue: Promise<unknown> = Promise.resolve();
+  #ready: Promise<void> = Promise.resolve();
 
   private constructor(proc: ManagedProcess, options: TestpmdOptions, socketPath: string, filePrefix: string, tempDir: string) {
     this.proc = proc;
@@ -304,7 +311,9 @@ export class Testpmd implements AsyncDisposable {
 
   /**
    * Starts testpmd and waits until its prompt is up (and, for a listening socket, until the
-   * socket exists). On failure the process is killed and the error carries its output.
+   * socket exists). A front-end in server mode returns as soon as its socket exists (its prompt
+   * only comes once a back-end connects; commands wait for it, see `waitUntilReady`). On
+   * failure the process is killed and the error carries its output.
    */
   static async start(options: TestpmdOptions): Promise<Testpmd> {
     const avail = isTestpmdAvailable(options.binary);
@@ -318,6 +327,7 @@ export class Testpmd implements AsyncDisposable {
       if (connects && options.waitForSocket !== false) {
         await waitForPath(sock, { timeoutMs: readyTimeoutMs });
       }
+      if (listens) await removeStaleSocket(sock);
     } catch (e) {
       await removeDir(tempDir);
       throw e;
@@ -336,23 +346,45 @@ export class Testpmd implements AsyncDisposable {
       ...(options.onOutput ? { onOutput: options.onOutput } : {}),
     });
     const tp = new Testpmd(proc, options, sock, filePrefix, tempDir);
-    try {
-      await proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs: readyTimeoutMs });
+    const promptUp = async (timeoutMs: number): Promise<void> => {
+      await proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs });
       // Settings testpmd rejects with a warning but runs without: fail instead of measuring
       // something else than asked.
       const rejected = proc.output.text().match(/^.*(?:- give up|Invalid|invalid).*$/m);
       if (rejected !== null) throw new Error(`testpmd rejected an option: ${rejected[0].trim()}\n${proc.describe()}`);
-      if (listens) {
+    };
+    try {
+      if (options.role === 'frontend' && options.server === true) {
+        // virtio-user in server mode blocks in device init until a back-end connects: the
+        // prompt only comes then. Ready to be dialled = the socket exists.
         await waitForPath(sock, {
           timeoutMs: readyTimeoutMs,
           abortIf: () => (proc.running ? undefined : `testpmd exited\n${proc.describe()}`),
         });
+        tp.#ready = promptUp(options.connectTimeoutMs ?? 60_000);
+        tp.#ready.catch(() => undefined); // reported by the first command / waitUntilReady()
+      } else {
+        await promptUp(readyTimeoutMs);
+        if (listens) {
+          await waitForPath(sock, {
+            timeoutMs: readyTimeoutMs,
+            abortIf: () => (proc.running ? undefined : `testpmd exited\n${proc.describe()}`),
+          });
+        }
       }
     } catch (e) {
       await tp.close();
       throw e;
     }
     return tp;
+  }
+
+  /**
+   * Resolves when testpmd's prompt is up. Always at once, except for a front-end in server mode:
+   * there it waits for the back-end to connect (bounded by `connectTimeoutMs`).
+   */
+  waitUntilReady(): Promise<void> {
+    return this.#ready;
   }
 
   /** Everything testpmd printed (the retained part of it). */
@@ -383,7 +415,10 @@ export class Testpmd implements AsyncDisposable {
       const text = this.proc.output.since(since);
       return text.slice(0, Math.max(0, prompt.end - Math.max(since, this.proc.output.start)));
     };
-    const p = this.#queue.then(run, run);
+    const p = this.#queue.then(
+      () => this.#ready.then(run),
+      () => this.#ready.then(run),
+    );
     this.#queue = p.catch(() => undefined);
     return p;
   }

@@ -1,5 +1,6 @@
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -255,4 +256,29 @@ export const PEER_LOCK_DIR = '/tmp/vhost-ts-peers.lock';
  */
 export function acquirePeerLock(timeoutMs = 600_000): Promise<() => Promise<void>> {
   return acquireLock(PEER_LOCK_DIR, { timeoutMs });
+}
+
+/**
+ * Prepares a path for a listening unix socket: removes a stale socket file (nobody accepts on
+ * it: ECONNREFUSED), fails if something is listening or the path is not a socket. DPDK's vhost
+ * PMD does not unlink a stale socket and then fails to bind.
+ */
+export async function removeStaleSocket(p: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(p);
+  } catch {
+    return; // nothing there
+  }
+  if (!st.isSocket()) throw new Error(`${p} exists and is not a socket`);
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect(p);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (live) throw new Error(`${p}: something is already listening on this socket`);
+  await unlink(p).catch(() => undefined);
 }
