@@ -164,8 +164,9 @@ async function decompressModule(src: string, dst: string): Promise<void> {
 
 /**
  * Makes sure the guest kernel and the requested modules are in the cache: downloads the kernel
- * package with `apt-get download` (kept in `<cache>/debs/`), unpacks it with `dpkg -x`, copies
- * the kernel image and the modules (decompressed) to `<cache>/kernel-<pkg>-<hash>/`.
+ * package with `apt-get download` (into `<cache>/debs/`, deleted after use), unpacks it with
+ * `dpkg -x`, copies the kernel image, its PVH ELF and the modules (decompressed) to
+ * `<cache>/kernel-<pkg>-<hash>/`.
  */
 export async function ensureGuestKernel(
   options: { cacheDir?: string; kernelPackage?: string; modules?: readonly string[] } = {},
@@ -241,6 +242,8 @@ export async function ensureGuestKernel(
       await rename(stage, kdir);
     } finally {
       await rm(work, { recursive: true, force: true });
+      // The .deb (~70 MB) is only needed again for another module set: not worth caching.
+      await rm(deb, { force: true });
     }
     const done = await readManifest(manifestPath);
     if (done === undefined) throw new Error(`failed to build ${kdir}`);

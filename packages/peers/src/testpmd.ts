@@ -300,6 +300,7 @@ export class Testpmd implements AsyncDisposable {
   /** Serialises commands: testpmd's command line is one conversation. */
   #queue: Promise<unknown> = Promise.resolve();
   #ready: Promise<void> = Promise.resolve();
+  #promptSeen = false;
 
   private constructor(proc: ManagedProcess, options: TestpmdOptions, socketPath: string, filePrefix: string, tempDir: string) {
     this.proc = proc;
@@ -348,6 +349,7 @@ export class Testpmd implements AsyncDisposable {
     const tp = new Testpmd(proc, options, sock, filePrefix, tempDir);
     const promptUp = async (timeoutMs: number): Promise<void> => {
       await proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs });
+      tp.#promptSeen = true;
       // Settings testpmd rejects with a warning but runs without: fail instead of measuring
       // something else than asked.
       const rejected = proc.output.text().match(/^.*(?:- give up|Invalid|invalid).*$/m);
@@ -528,10 +530,16 @@ export class Testpmd implements AsyncDisposable {
    * removes the temp dir and DPDK's runtime dir. Idempotent.
    */
   async close(): Promise<ExitStatus> {
+    // `quit` only works at the prompt (a server-mode front-end still waiting for its back-end
+    // has none): otherwise go straight to signals.
     return this.proc.close({
-      graceful: () => {
-        if (this.proc.running) this.proc.write('quit\n');
-      },
+      ...(this.#promptSeen
+        ? {
+            graceful: () => {
+              if (this.proc.running) this.proc.write('quit\n');
+            },
+          }
+        : {}),
       graceMs: 5000,
     });
   }
