@@ -92,7 +92,12 @@ export interface VhostCallbacks {
    * released only after this resolved.
    */
   memoryChanging?(dev: VhostDevice): MaybePromise<void>;
-  /** The new memory table / log is in place (`dev.memory`, `dev.log`): resume. */
+  /**
+   * The new memory table / log / inflight area is in place (`dev.memory`,
+   * `dev.log`, `dev.inflight`): rebuild the views and resume. A vring whose
+   * addresses no longer translate was already stopped with
+   * `vringStateChanged(dev, i, false)` during the pause.
+   */
   memoryChanged?(dev: VhostDevice): MaybePromise<void>;
   /** SEND_RARP: broadcast a RARP for `mac` (6 bytes) to announce a migrated guest. */
   sendRarp?(dev: VhostDevice, mac: Uint8Array): MaybePromise<void>;

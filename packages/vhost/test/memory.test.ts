@@ -100,6 +100,33 @@ describe('repeat SET_MEM_TABLE while running', () => {
   });
 });
 
+describe('a memory change that strands a non-required ring', () => {
+  it('stops that ring during the pause (vringStateChanged false) and resumes the device', async () => {
+    const h2 = await startHarness({ features: TEST_FEATURES, requiredQueues: 1 });
+    const fe2 = ScriptedFrontend.connect(h2.socketPath);
+    try {
+      await negotiate(fe2, { protocol: PROTOCOL });
+      await sendMemTable(fe2, mem);
+      rings.push(await configureRing(fe2, 0, { enable: true }), await configureRing(fe2, 1, { enable: true }));
+      fe2.setU64(FrontendRequest.SET_STATUS, BigInt(STATUS_DRIVER_OK));
+      await barrier(fe2);
+      expect(h2.count('newDevice')).toBe(1);
+      // Ring 1 lives at 0x14000: a table of the first 0x14000 bytes no longer holds it.
+      const fd = mem.dupFd();
+      fe2.setMemTable([{ ...standardRegion(mem), memorySize: 0x14000n }], [fd], true);
+      native.close(fd);
+      expect(decodeU64((await fe2.recv()).payload)).toBe(0n);
+      await barrier(fe2);
+      const tail = h2.events.slice(-3).map((e) => [e.name, ...e.args]);
+      expect(tail).toEqual([['memoryChanging'], ['vringStateChanged', 1, false], ['memoryChanged']]);
+      expect(h2.lastDevice().running).toBe(true);
+    } finally {
+      fe2.close();
+      await h2.stop();
+    }
+  });
+});
+
 describe('ADD_MEM_REG / REM_MEM_REG', () => {
   it('adds and removes regions, translating GPAs, refusing overlap and unknown regions', async () => {
     await negotiate(fe, { protocol: PROTOCOL });

@@ -212,6 +212,7 @@ export class Session {
 
   /** After each accepted message: start the device, or tell the driver what changed. */
   private async afterMessage(): Promise<void> {
+    if (this.channel.closed) return; // closing: the teardown destroys the device
     const st = this.state;
     if (!st.running) {
       if (!this.isReady()) return;
@@ -306,8 +307,19 @@ export class Session {
     }
     apply();
     if (!wasRunning) return;
-    if (this.isReady()) await this.invoke('memoryChanged', this.device);
-    else await this.destroyDevice('the new memory table leaves a required vring untranslatable');
+    if (!this.isReady()) {
+      await this.destroyDevice('the new memory table leaves a required vring untranslatable');
+      return;
+    }
+    // Rings that lost their translation are stopped while still paused, so the
+    // data plane never resumes on them.
+    const st = this.state;
+    for (const v of st.vrings) {
+      if (st.notifiedUsable[v.index] !== true || v.usable) continue;
+      st.notifiedUsable[v.index] = false;
+      await this.invoke('vringStateChanged', this.device, v.index, false);
+    }
+    await this.invoke('memoryChanged', this.device);
   }
 
   /** Re-translates every vring's addresses against the current table. */

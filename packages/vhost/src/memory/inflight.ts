@@ -21,6 +21,7 @@
 import type { NativeBinding } from '@vhost-ts/native';
 import { check } from '../errors.js';
 import type { Logger } from '../log.js';
+import { NATIVE_LITTLE_ENDIAN } from '../protocol/bytes.js';
 import { MAX_VRING_SIZE } from '../protocol/constants.js';
 import { mapFdArea, releaseMapping } from './mapping.js';
 
@@ -114,7 +115,7 @@ function initPacked(area: InflightArea): void {
     u8[base + INFLIGHT_PACKED_USED_WRAP_OFFSET] = 1;
     u8[base + INFLIGHT_PACKED_OLD_USED_WRAP_OFFSET] = 1;
     for (let j = 0; j < area.queueSize; j++) {
-      dv.setUint16(base + INFLIGHT_PACKED_HEADER_SIZE + j * INFLIGHT_PACKED_DESC_SIZE + INFLIGHT_PACKED_DESC_NEXT_OFFSET, j + 1, true);
+      dv.setUint16(base + INFLIGHT_PACKED_HEADER_SIZE + j * INFLIGHT_PACKED_DESC_SIZE + INFLIGHT_PACKED_DESC_NEXT_OFFSET, j + 1, NATIVE_LITTLE_ENDIAN);
     }
   }
 }
