@@ -312,6 +312,14 @@ describe('while running', () => {
     expect(dev.features).toBe(0n);
   });
 
+  it('setNeedsReset sets NEEDS_RESET in the status GET_STATUS reports', async () => {
+    const dev = await bringUp();
+    dev.setNeedsReset('vring 0: descriptor index 300 >= ring size 256');
+    dev.setNeedsReset('again');
+    expect(await fe.getU64(FrontendRequest.GET_STATUS)).toBe(BigInt(STATUS_DRIVER_OK | 0x40));
+    expect(h.logger.lines.filter((l) => /needs a reset/.test(l))).toEqual([expect.stringMatching(/descriptor index 300/)]);
+  });
+
   it('closes the connection when a callback hangs', async () => {
     await negotiate(fe);
     await sendMemTable(fe, mem);

@@ -3,7 +3,7 @@
  * `rte_vhost_get_*` family as one object. Read-only, except the vring index
  * fields the data plane writes back (see {@link VringInfo}).
  */
-import { BackendRequest, ProtocolFeature, VRING_F_LOG, VHOST_F_LOG_ALL, hasBit } from '../protocol/constants.js';
+import { BackendRequest, DeviceStatus, ProtocolFeature, VRING_F_LOG, VHOST_F_LOG_ALL, hasBit } from '../protocol/constants.js';
 import type { DirtyLogArea } from '../memory/dirty-log.js';
 import type { InflightArea } from '../memory/inflight.js';
 import type { GpaTranslation, MemoryRegion, MemoryView } from '../memory/table.js';
@@ -43,6 +43,8 @@ export interface InflightInfo {
 export interface DeviceActions {
   /** Timeout for back-end requests that wait for a reply. */
   readonly replyTimeoutMs: number;
+  /** Logs a device-level event on the connection's logger. */
+  warn(message: string): void;
 }
 
 /** One front-end's device (one connection). */
@@ -82,6 +84,18 @@ export class VhostDevice {
   get status(): number {
     return this.state.status;
   }
+  /**
+   * Marks the device as needing a reset (virtio status NEEDS_RESET, reported
+   * by GET_STATUS), e.g. after the data plane met a malformed ring. The
+   * front-end is expected to reset the device (RESET_DEVICE, or a stop and
+   * restart). Idempotent; logs the reason once.
+   */
+  setNeedsReset(reason: string): void {
+    if ((this.state.status & DeviceStatus.NEEDS_RESET) !== 0) return;
+    this.state.status |= DeviceStatus.NEEDS_RESET;
+    this.actions.warn(`device needs a reset: ${reason}`);
+  }
+
   /** MTU from NET_SET_MTU, or null. */
   get mtu(): number | null {
     return this.state.mtu;

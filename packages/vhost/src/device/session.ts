@@ -91,7 +91,10 @@ export class Session {
     this.logger = prefixedLogger(config.logger, `conn#${this.id} ${config.socketPath}:`);
     this.onEnded = onEnded;
     this.state = new DeviceState(config.maxQueues);
-    this.device = new VhostDevice(this.id, config.socketPath, this.state, { replyTimeoutMs: config.callbackTimeoutMs });
+    this.device = new VhostDevice(this.id, config.socketPath, this.state, {
+      replyTimeoutMs: config.callbackTimeoutMs,
+      warn: (m) => this.logger.warn(m),
+    });
     this.channel = new MessageChannel({
       fd,
       native: config.native,
