@@ -162,6 +162,8 @@ class RingRuntime implements QueueRing {
   nErrors = 0;
   private readonly cBase: number;
   private droppedLate = 0;
+  /** Completions that arrived while the worker was paused: [head, len, ...]. */
+  private deferred: number[] | null = null;
 
   constructor(slot: number, index: number) {
     this.slot = slot;
@@ -208,6 +210,11 @@ class RingRuntime implements QueueRing {
       if (this.droppedLate++ === 0) logMsg('warn', `vring ${this.index}: completion after the ring stopped was dropped`);
       return;
     }
+    if (workerState === WORKER_PAUSED) {
+      // Paused (e.g. for a memory swap): guest memory is off limits until resume.
+      (this.deferred ??= []).push(head, len);
+      return;
+    }
     dev.push(head, len);
     this.inflight--;
     this.nChains++;
@@ -216,6 +223,14 @@ class RingRuntime implements QueueRing {
       this.dirty = true;
       if (!inModule) queueFlush();
     }
+  }
+
+  /** Pushes the completions deferred during a pause (on resume). */
+  applyDeferred(): void {
+    const d = this.deferred;
+    if (d === null || d.length === 0) return;
+    this.deferred = null;
+    for (let i = 0; i < d.length; i += 2) this.completeId(d[i]!, d[i + 1]!);
   }
 
   /** Publishes used entries (one used-index store), notifies once if the guest wants it, publishes indices. */
@@ -371,9 +386,10 @@ function failure(r: RingRuntime | null, e: unknown, fallbackReason: number): voi
   }
   if (fallbackReason === BROKEN_MODULE) {
     // Module state is unknown after an exception: stop touching every ring of the group.
+    // The worker state goes first, so whoever sees a ring's error sees the worker broken too.
+    if (workerState !== WORKER_STOPPED) setWorkerState(WORKER_BROKEN);
     for (const x of rings) if (x.state === RING_RUNNING || x.state === RING_PAUSED) breakRing(x, BROKEN_MODULE, err, x === r);
     if (r !== null && r.state !== RING_BROKEN) breakRing(r, BROKEN_MODULE, err);
-    if (workerState !== WORKER_STOPPED) setWorkerState(WORKER_BROKEN);
     return;
   }
   if (r !== null) breakRing(r, fallbackReason, err);
@@ -631,7 +647,13 @@ function handleRequest(): number {
       return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
     }
     case REQ_RESUME: {
-      if (workerState === WORKER_PAUSED) setWorkerState(WORKER_RUNNING);
+      if (workerState === WORKER_PAUSED) {
+        setWorkerState(WORKER_RUNNING);
+        inModule = true;
+        for (const r of rings) r.applyDeferred();
+        inModule = false;
+        flushDirty();
+      }
       done(seq, ACK_OK);
       return workerState === WORKER_PAUSED ? NEXT_PAUSED : NEXT_CONTINUE;
     }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { modules, testingModules } from '@vhost-ts/workers';
 import { FakeGuestMemory, FakeGuestRing, until } from './guest.js';
-import { onCleanup, startDevice } from './harness.js';
+import { guestU16, onCleanup, sleep, startDevice } from './harness.js';
 
 describe('modules', () => {
   it('loopback: a poll-mode module takes from TX (2i+1) and puts into RX (2i) of its group', async () => {
@@ -61,5 +61,26 @@ describe('modules', () => {
     expect(ring.returned).toBe(30);
     expect(ix!.lastAvailIdx).toBe(30);
     expect(dev.stats().workers[0]!.rings[0]!.inflight).toBe(0);
+  });
+
+  it('completions that arrive while the worker is paused are held until resume (guest memory untouched)', async () => {
+    const guest = new FakeGuestMemory();
+    const ring = new FakeGuestRing(guest, 0, { size: 64 });
+    onCleanup(() => ring.close());
+    const dev = await startDevice(guest, [ring], {
+      module: testingModules.asyncPool,
+      moduleOptions: { delayMs: '150' },
+      drainTimeoutMs: 10,
+    });
+    ring.post(5, 64);
+    expect(await until(() => dev.stats().workers[0]!.rings[0]!.inflight === 5)).toBe(true);
+    // The drain gives up after 10 ms: the worker pauses with 5 chains in flight.
+    await dev.pause();
+    const usedIdx = guestU16(guest, ring.usedGpa + 2);
+    await sleep(300);
+    expect(guestU16(guest, ring.usedGpa + 2)).toBe(usedIdx);
+    expect(ring.reap()).toBe(0);
+    await dev.resume();
+    expect(await until(() => (ring.reap(), ring.returned === 5))).toBe(true);
   });
 });
