@@ -7,3 +7,7 @@
 export * from './packet/index.js';
 export * from './virtio-net.js';
 export * from './datapath.js';
+export * from './module-kit.js';
+export * from './switch-fabric.js';
+
+export * from './driver.js';
