@@ -111,6 +111,25 @@ describe('MessageChannel', () => {
     expect(channel.closed).toBe(false);
   });
 
+  it('closes on MSG_CTRUNC (more fds than the control buffer holds) and leaks none of them', async () => {
+    const before = countResources().fds;
+    const [a, b] = native.socketpair();
+    const reasons: string[] = [];
+    // A receive side whose control buffer holds a single fd.
+    const capped = { ...native, recvmsg: (fd: number, buf: Uint8Array, off: number, len: number) => native.recvmsgCapped(fd, buf, off, len, 1) };
+    const channel = new MessageChannel({ fd: a, native: capped, logger: silentLogger, peerSendsReplies: false, onMessage: () => undefined, onClose: (r) => reasons.push(r) });
+    channel.start();
+    const peer = new ScriptedFrontend(b);
+    // CMSG_SPACE rounding leaves room for 2 fds in a 1-fd buffer: send 3.
+    const efds = [native.eventfdCreate(0), native.eventfdCreate(0), native.eventfdCreate(0)];
+    peer.send(FrontendRequest.SET_VRING_CALL, encodeU64(0n), { fds: efds });
+    for (const fd of efds) native.close(fd);
+    await until(() => reasons.length === 1);
+    expect(reasons).toEqual(['too many fds: ancillary data truncated (MSG_CTRUNC)']);
+    peer.close();
+    expect(countResources().fds).toBe(before);
+  });
+
   it('closes its fd and the fds of a half-read message on close, reporting the reason once', async () => {
     const reasons: string[] = [];
     const before = countResources().fds;
