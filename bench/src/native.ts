@@ -137,11 +137,14 @@ async function roundTrip(mode: Mode, count: number): Promise<Row> {
   poller.start(POLL_READABLE);
   const job: WorkerJob = { mode, toMain, toWorker, sab, count };
   const worker = new Worker(fileURLToPath(import.meta.url), { workerData: job });
+  // Listen for 'exit' from the start: Node emits a worker's last message and
+  // its 'exit' together, so a listener added after the message misses it.
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
   const samples = await new Promise<Float64Array>((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
   });
-  await new Promise((resolve) => worker.once('exit', resolve));
+  await exited;
   poller.close();
   release(sab);
   close(toMain);
