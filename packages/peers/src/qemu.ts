@@ -123,8 +123,9 @@ export class QemuGuest implements AsyncDisposable {
     const binary = options.binary ?? 'qemu-system-x86_64';
     const avail = isQemuAvailable(binary);
     if (!avail.ok) throw new Error(avail.reason);
+    const args = qemuArgs(options); // validates the options
     const cwd = await makeTempDir('qemu');
-    const proc = new ManagedProcess(binary, qemuArgs(options), {
+    const proc = new ManagedProcess(binary, args, {
       name: options.name ?? 'qemu',
       cwd,
       // A pipe that is never written: the serial console reads stdin, and must not see EOF/tty.

@@ -324,7 +324,10 @@ export class Testpmd implements AsyncDisposable {
     const sock = options.socketPath ?? checkedSocketPath(tempDir, 'vhost.sock');
     const connects = (options.role === 'frontend' && options.server !== true) || (options.role === 'backend' && options.client === true);
     const listens = !connects;
+    const filePrefix = uniqueId('tp');
+    let args: string[];
     try {
+      args = testpmdArgs({ ...options, socketPath: sock }, filePrefix); // validates the options
       if (connects && options.waitForSocket !== false) {
         await waitForPath(sock, { timeoutMs: readyTimeoutMs });
       }
@@ -333,8 +336,6 @@ export class Testpmd implements AsyncDisposable {
       await removeDir(tempDir);
       throw e;
     }
-    const filePrefix = uniqueId('tp');
-    const args = testpmdArgs({ ...options, socketPath: sock }, filePrefix);
     const binary = options.binary ?? 'dpdk-testpmd';
     // testpmd prints through stdio: on a pipe that is block-buffered and command output would
     // arrive after the next prompt. stdbuf (coreutils) makes it line-buffered.
