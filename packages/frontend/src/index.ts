@@ -18,3 +18,4 @@ export * from './raw.js';
 export * from './blk/driver.js';
 export * from './blk/open.js';
 export * from './blk/verify.js';
+export * from './cli/run.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  checkForeignIpv4, checkFrame, FILL_OFFSET, fletcher32, FRAME_BAD_CONTENT, FRAME_BAD_LENGTH, FRAME_FOREIGN, FRAME_OK,
+  checkForeignIpv4, checkFrame, FILL_OFFSET, fletcher32, FRAME_BAD_LENGTH, FRAME_FOREIGN, FRAME_OK,
   MIN_PROBE_FRAME, probeChecksum, probeQueue, probeSeq, stampProbe, swapMacs, verifyFrameSlow, writeProbeFrame, writeProbeTemplate,
 } from '@vhost-ts/frontend/net/packet';
 
@@ -84,7 +84,7 @@ describe('probe frame format', () => {
     while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
     dv.setUint16(24, ~sum & 0xffff, false);
     expect(checkForeignIpv4(dv, 0, 64)).toBe(true);
-    b[30] ^= 1;
+    b[30] = b[30]! ^ 1;
     expect(checkForeignIpv4(dv, 0, 64)).toBe(false);
     dv.setUint16(12, 0x86dd, false);
     expect(checkForeignIpv4(dv, 0, 64)).toBe(null);

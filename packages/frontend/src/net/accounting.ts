@@ -9,7 +9,8 @@
  * - `reordered`: a sequence number that arrived after a higher one (a late packet filling a gap).
  * - `late`: older than the window (cannot tell duplicate from reordered); counted apart, never as unique.
  * - `gaps`: sequence numbers below the highest seen that have not arrived (yet).
- * - `lost(sent)`: `sent - unique`, once the stream has drained.
+ * - `lost(sent)`: `sent - unique`, once the stream has drained (the summary also
+ *   subtracts frames that arrived corrupted: those count as bad, not lost).
  */
 
 /** Sequence numbers remembered behind the highest seen (power of two). */
@@ -152,8 +153,9 @@ export function summarize(
     const s: TrafficSummary = {
       sent: c.sent,
       received: c.received,
-      // Loss is per transmitting stream: what queue q sent minus the distinct frames of stream q that came back.
-      lost: expectOurs && t ? t.lost(c.sent) : 0,
+      // Loss is per transmitting stream: what queue q sent minus the distinct frames of stream q that came back,
+      // minus the corrupted frames received on pair q (they arrived: counted as bad, not as lost).
+      lost: expectOurs && t ? Math.max(0, t.lost(c.sent) - c.bad) : 0,
       duplicated: t?.duplicated ?? 0,
       reordered: t?.reordered ?? 0,
       late: t?.late ?? 0,

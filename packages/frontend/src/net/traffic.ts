@@ -37,7 +37,7 @@ export interface NetTrafficOptions {
   rate?: number;
   /** Chains added per ring per step (default 32). */
   burst?: number;
-  /** loop: most frames in flight per pair (0 = unlimited; default: the RX ring size). */
+  /** loop: most frames in flight per pair (0 = unlimited; default: as many frames as the RX ring's buffers hold). */
   window?: number;
   /** Busy-poll (never sleep on call eventfds). */
   poll?: boolean;
@@ -168,12 +168,16 @@ export class NetTraffic {
     this.hdrLen = netHeaderSize(device.features);
     this.mergeable = ((device.features >> BigInt(VIRTIO_NET_F_MRG_RXBUF)) & 1n) !== 0n;
     const rxRingSize = device.vrings[0]!.size;
+    const rxBuf =
+      options.rxBufferSize ?? (this.mergeable ? 2048 : Math.max(2048, align64(this.hdrLen + options.frameSize)));
+    // A frame takes this many RX buffers (mergeable) : the default window never asks for more than the ring holds.
+    const buffersPerFrame = Math.max(1, Math.ceil((this.hdrLen + options.frameSize) / align64(rxBuf)));
     this.options = {
       mode: options.mode,
       frameSize: options.frameSize,
       rate: options.rate ?? 0,
       burst: options.burst ?? 32,
-      window: options.window ?? rxRingSize,
+      window: options.window ?? Math.max(1, Math.floor(rxRingSize / buffersPerFrame)),
       poll: options.poll ?? false,
       spinUs: options.spinUs ?? ((options.rate ?? 0) > 0 ? 0 : 200),
       verify: options.verify ?? true,
@@ -182,8 +186,6 @@ export class NetTraffic {
     const txVring = device.vrings[1]!;
     this.useIndirectTx = this.options.indirectTx && txVring.indirect;
     this.txSegments = this.useIndirectTx ? 2 : 1;
-    const rxBuf =
-      options.rxBufferSize ?? (this.mergeable ? 2048 : Math.max(2048, align64(this.hdrLen + options.frameSize)));
     if (rxBuf < this.hdrLen + 14) throw new RangeError(`RX buffers of ${rxBuf} bytes cannot hold a header and an Ethernet header`);
     this.scratch = Buffer.alloc(65536 + 64);
     this.scratchDv = new DataView(this.scratch.buffer, this.scratch.byteOffset, this.scratch.byteLength);
@@ -413,7 +415,7 @@ export class NetTraffic {
    * Runs traffic for `seconds`, then drains for up to `drainMs` (TX stopped,
    * RX continues until every frame came back or nothing arrived for drainMs).
    */
-  async run(seconds: number, drainMs = 500): Promise<TrafficResult> {
+  async run(seconds: number, drainMs = 500, tick?: { intervalMs: number; onTick: (p: TrafficProgress) => void }): Promise<TrafficResult> {
     this.setup();
     const mode = this.options.mode;
     this.sending = mode !== 'rx';
@@ -421,7 +423,12 @@ export class NetTraffic {
     this.txBudgetStart = this.startTime;
     const end = this.startTime + seconds * 1000;
     for (const p of this.pairs) p.lastRxProgress = this.startTime;
-    await this.loop((now) => now >= end || this.stopRequested);
+    const ticker = tick ? setInterval(() => tick.onTick(this.progress()), tick.intervalMs) : undefined;
+    try {
+      await this.loop((now) => now >= end || this.stopRequested);
+    } finally {
+      clearInterval(ticker);
+    }
     const trafficEnd = performance.now();
     this.sending = false;
     if (drainMs > 0 && mode !== 'rx') {
