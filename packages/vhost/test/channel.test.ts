@@ -90,6 +90,7 @@ describe('MessageChannel', () => {
         });
       }
       order.push(`end ${m.header.request}`);
+      return undefined;
     });
     peer.send(FrontendRequest.SET_OWNER);
     peer.send(FrontendRequest.GET_FEATURES);
