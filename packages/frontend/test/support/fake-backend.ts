@@ -117,6 +117,19 @@ export class FakeBackend {
     return { backend: new FakeBackend(b, options), frontendFd: a };
   }
 
+  /** Listens on `path`, accepts one front-end, and wraps it. */
+  static async listen(path: string, options: FakeBackendOptions = {}, timeoutMs = 5000): Promise<FakeBackend> {
+    const { acceptUnix } = await import('@vhost-ts/frontend');
+    const fd = await acceptUnix(path, timeoutMs);
+    return new FakeBackend(fd, options);
+  }
+
+  /** Connects to a front-end listening on `path` (server mode of the front-end). */
+  static async connect(path: string, options: FakeBackendOptions = {}, timeoutMs = 5000): Promise<FakeBackend> {
+    const { connectUnix } = await import('@vhost-ts/frontend');
+    return new FakeBackend(await connectUnix(path, timeoutMs), options);
+  }
+
   requests(): number[] {
     return this.log.map((m) => m.request);
   }
