@@ -164,6 +164,20 @@ describe('readiness rule', () => {
     expect(h.lastDevice().vringCount).toBe(3);
   });
 
+  it('counts a ring with the no-fd bit on kick and call as ready (polling)', async () => {
+    await negotiate(fe, { protocol: bit(ProtocolFeature.REPLY_ACK) });
+    await sendMemTable(fe, mem);
+    fe.vringState(FrontendRequest.SET_VRING_NUM, 0, 256);
+    fe.vringAddr(0, ringLayout(0));
+    fe.vringFd(FrontendRequest.SET_VRING_KICK, 0, null);
+    fe.vringFd(FrontendRequest.SET_VRING_CALL, 0, null);
+    fe.vringState(FrontendRequest.SET_VRING_ENABLE, 0, 1);
+    await barrier(fe);
+    expect(h.count('newDevice')).toBe(1);
+    const v = h.lastDevice().vring(0);
+    expect([v.kickFd, v.kickPolling, v.callFd, v.callPolling, v.started]).toEqual([-1, true, -1, true, true]);
+  });
+
   it('with requiredQueues only those rings count', async () => {
     const h2 = await startHarness({ features: TEST_FEATURES, requiredQueues: 2 });
     const fe2 = ScriptedFrontend.connect(h2.socketPath);
