@@ -151,7 +151,7 @@ export interface RingPlace {
 export class GuestQueue {
   readonly drv: DriverRing<number>;
   readonly place: RingPlace;
-  readonly outstanding = new Map<number, { bufs: { gpa: number; len: number; writable: boolean }[] }>();
+  readonly outstanding = new Map<number, { head: number; bufs: { gpa: number; len: number; writable: boolean }[] }>();
   private readonly used = createUsedBuffer<number>();
 
   constructor(
@@ -224,7 +224,7 @@ export class GuestQueue {
     const token = this.guest.nextToken();
     const id = this.drv.add(addrs, lens, out, bufs.length - out, token, indirect);
     if (id < 0) return -1;
-    this.outstanding.set(token, { bufs: placed });
+    this.outstanding.set(token, { head: id, bufs: placed });
     return token;
   }
 
@@ -256,6 +256,14 @@ export class GuestQueue {
     this.drv.publish();
   }
 
+  /** The guest's used->idx (split rings). */
+  usedIdx(): number {
+    return this.guest.dv(this.place.deviceGpa, 4).getUint16(2, true);
+  }
+
+  /** Tokens in the order the device returned them (filled by harvest). */
+  readonly order: number[] = [];
+
   /** Takes every used buffer. Throws (virtio RingError) on an id completed twice. */
   harvest(into: Map<number, Done>): number {
     let n = 0;
@@ -274,6 +282,7 @@ export class GuestQueue {
         off += b.len;
       }
       into.set(token, { token, len: this.used.len, status: total > 0 ? written[total - 1]! : -1, written });
+      this.order.push(token);
       n++;
     }
     return n;
