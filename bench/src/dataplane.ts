@@ -149,7 +149,7 @@ function driverMain(layout: Layout, cpu: number): void {
         for (let b = 0; b < batch; b++) add(payload);
         kicks += kickIfNeeded();
       }
-      if ((iter & 255) === 0) {
+      if ((iter & 1023) === 0) {
         const t = performance.now();
         if (t >= deadline) {
           if (measuring) {

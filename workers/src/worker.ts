@@ -84,7 +84,32 @@ const init = workerData as WorkerInit;
 const { i32, f64, ringSlots } = controlBlockViews(init.control);
 const tuning = init.tuning;
 const burstSize = Math.max(1, tuning.burstSize | 0);
-const spinMs = Math.max(0, tuning.spinUs) / 1000;
+/**
+ * The bounded spin is counted in empty rounds, not read from a clock: on
+ * Node 20 `performance.now()` allocates (process.hrtime), and a clock read per
+ * idle round would make the hot path produce garbage. Calibrated once at start
+ * against the cost of an empty round (2 + 2 * rings atomic loads).
+ */
+const spinRounds = calibrateSpin(Math.max(0, tuning.spinUs));
+/** In event-loop mode, the clock is read every this many rounds to decide a yield. */
+const YIELD_CHECK_ROUNDS = 64;
+
+function calibrateSpin(us: number): number {
+  if (us <= 0) return 0;
+  const probe = new Int32Array(new SharedArrayBuffer(64));
+  const loads = 3 + 2 * ringSlots;
+  let acc = 0;
+  const run = (n: number): void => {
+    for (let i = 0; i < n; i++) for (let k = 0; k < loads; k++) acc += Atomics.load(probe, k & 15);
+  };
+  run(20_000); // warm up (JIT)
+  const n = 50_000;
+  const t0 = performance.now();
+  run(n);
+  const nsPerRound = Math.max(5, ((performance.now() - t0) * 1e6) / n);
+  if (acc < 0) throw new Error('unreachable'); // keeps the loads observable
+  return Math.max(1, Math.round((us * 1000) / nsPerRound));
+}
 
 function post(m: WorkerMessage): void {
   port.postMessage(m);
@@ -547,7 +572,8 @@ let asyncSleepDoorbell = 0;
 
 /** The worker loop: runs synchronously until it needs the event loop. */
 function runLoop(): number {
-  let idleSince = -1;
+  let idleRounds = 0;
+  let sinceYieldCheck = 0;
   let lastYield = eventLoopMode ? performance.now() : 0;
   for (;;) {
     if (Atomics.load(i32, CB_REQ_SEQ) !== handledSeq) {
@@ -560,19 +586,16 @@ function runLoop(): number {
     }
     f64[WC_ROUNDS]!++;
     const work = round();
-    if (eventLoopMode) {
+    if (eventLoopMode && ++sinceYieldCheck >= YIELD_CHECK_ROUNDS) {
+      sinceYieldCheck = 0;
       const t = performance.now();
       if (t - lastYield >= tuning.yieldIntervalMs) return NEXT_YIELD;
     }
     if (work > 0) {
-      idleSince = -1;
+      idleRounds = 0;
       continue;
     }
-    if (spinMs > 0) {
-      const t = performance.now();
-      if (idleSince < 0) idleSince = t;
-      if (t - idleSince < spinMs) continue;
-    }
+    if (++idleRounds <= spinRounds) continue;
     // Sleep: read the doorbell first, then re-enable notifications and re-check,
     // so a kick after the re-check changes the doorbell and the wait returns at once.
     const db = Atomics.load(i32, CB_DOORBELL);
@@ -582,7 +605,7 @@ function runLoop(): number {
     if (Atomics.load(i32, CB_REQ_SEQ) !== handledSeq || Atomics.load(i32, CB_SERVICE) !== serviceSeen) continue;
     if (enableNotifications()) {
       disableNotifications();
-      idleSince = -1;
+      idleRounds = 0;
       continue;
     }
     f64[WC_SLEEPS]!++;
@@ -596,7 +619,7 @@ function runLoop(): number {
     f64[WC_WAKEUPS]!++;
     if (res === 'timed-out') f64[WC_TIMEOUTS]!++;
     disableNotifications();
-    idleSince = -1;
+    idleRounds = 0;
   }
 }
 
