@@ -102,6 +102,8 @@ export class NetQueuePair implements NetPairCounters {
   private txHeld = false;
   private readonly txHdr = new Uint8Array(NET_HDR_V1_LEN);
   private readonly rxHdr = new Uint8Array(NET_HDR_V1_LEN);
+  /** rxHdr holds offload fields from the previous frame (else it is zeros apart from num_buffers). */
+  private rxHdrDirty = false;
   private rxChains: Chain[] = [];
   private rxLens = new Uint32Array(0);
   private nRx = 0;
@@ -180,16 +182,24 @@ export class NetQueuePair implements NetPairCounters {
         this.dropTx();
         continue;
       }
-      c.read(0, h, 0, hdrLen);
+      // Fast path: the header lies in the first (readable) segment; read it in place.
+      let src: Uint8Array = h;
+      let o = 0;
+      if (c.segWritable[0] === 0 && c.segLen[0]! >= hdrLen) {
+        src = c.mem!.regions[c.segRegion[0]!]!.u8;
+        o = c.segOffset[0]!;
+      } else {
+        c.read(0, h, 0, hdrLen);
+      }
       // We never offer HOST_TSO/UFO: a GSO header is a driver bug.
-      if (((h[HDR_GSO_TYPE] as number) & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_NONE) {
+      if (((src[o + HDR_GSO_TYPE] as number) & ~VIRTIO_NET_HDR_GSO_ECN) !== VIRTIO_NET_HDR_GSO_NONE) {
         this.dropTx();
         continue;
       }
-      const flags = h[HDR_FLAGS] as number;
+      const flags = src[o + HDR_FLAGS] as number;
       if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
-        const start = (h[HDR_CSUM_START] as number) | ((h[HDR_CSUM_START + 1] as number) << 8);
-        const off = (h[HDR_CSUM_OFFSET] as number) | ((h[HDR_CSUM_OFFSET + 1] as number) << 8);
+        const start = (src[o + HDR_CSUM_START] as number) | ((src[o + HDR_CSUM_START + 1] as number) << 8);
+        const off = (src[o + HDR_CSUM_OFFSET] as number) | ((src[o + HDR_CSUM_OFFSET + 1] as number) << 8);
         if (start + off + 2 > frameLen) {
           this.dropTx();
           continue;
@@ -357,7 +367,16 @@ export class NetQueuePair implements NetPairCounters {
       h[HDR_NUM_BUFFERS + 1] = n >>> 8;
     }
     const first = this.rxChains[0]!;
-    first.write(0, h, 0, hdrLen);
+    if (first.segWritable[0] === 1 && first.segLen[0]! >= hdrLen) {
+      // Fast path: the header fits the first segment; write it in place and log it.
+      const mem = first.mem!;
+      const u8 = mem.regions[first.segRegion[0]!]!.u8;
+      const o = first.segOffset[0]!;
+      for (let i = 0; i < hdrLen; i++) u8[o + i] = h[i] as number;
+      if (mem.log !== null) mem.log.logRange(first.segGpa[0]!, hdrLen);
+    } else {
+      first.write(0, h, 0, hdrLen);
+    }
     for (let i = 0; i < n; i++) rx.complete(this.rxChains[i]!, this.rxLens[i]!);
     this.rxPackets++;
     this.rxBytes += this.frameLen;
@@ -402,8 +421,12 @@ export class NetQueuePair implements NetPairCounters {
 
   private setRxHeader(flags: number, csumStart: number, csumOffset: number): void {
     const h = this.rxHdr;
-    h.fill(0);
+    if (this.rxHdrDirty) {
+      for (let i = 0; i < NET_HDR_V1_LEN; i++) h[i] = 0;
+      this.rxHdrDirty = false;
+    }
     if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && this.guestCsum) {
+      this.rxHdrDirty = true;
       h[HDR_FLAGS] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
       h[HDR_CSUM_START] = csumStart & 0xff;
       h[HDR_CSUM_START + 1] = csumStart >>> 8;
