@@ -391,6 +391,11 @@ export class PackedDeviceRing implements DeviceRing {
     this.push(chain.head, len);
   }
 
+  pushBatch(ids: ArrayLike<number>, lens: ArrayLike<number>, n: number): void {
+    for (let i = 0; i < n; i++) this.push(ids[i]!, lens[i]!);
+    this.flush();
+  }
+
   /**
    * VIRTIO_F_IN_ORDER: "devices [may] notify the use of a batch of buffers to the
    * driver by only writing out a single used descriptor with the Buffer ID

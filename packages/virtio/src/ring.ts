@@ -38,6 +38,8 @@ export interface DeviceRing {
   push(id: number, len: number): void;
   /** push(chain.head, len). */
   pushChain(chain: Chain, len: number): void;
+  /** push(ids[i], lens[i]) for i < n, then flush(). */
+  pushBatch(ids: ArrayLike<number>, lens: ArrayLike<number>, n: number): void;
   /** In-order completion (VIRTIO_F_IN_ORDER): one used entry for `count` buffers, the last being `lastId`. */
   pushInOrder(lastId: number, lastLen: number, count: number): void;
   /** Publishes staged used entries (one Atomics.store / release per burst). */

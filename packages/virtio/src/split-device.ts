@@ -320,6 +320,11 @@ export class SplitDeviceRing implements DeviceRing {
     this.push(chain.head, len);
   }
 
+  pushBatch(ids: ArrayLike<number>, lens: ArrayLike<number>, n: number): void {
+    for (let i = 0; i < n; i++) this.push(ids[i]!, lens[i]!);
+    this.flush();
+  }
+
   /**
    * VIRTIO_F_IN_ORDER: "devices [may] notify the use of a batch of buffers to the
    * driver by only writing out a single used ring entry with the id corresponding

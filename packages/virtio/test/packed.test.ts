@@ -120,6 +120,13 @@ describe('packed ring: device vs driver', () => {
     let n = 0;
     while (drv.getUsed(u)) expect(u.len).toBe(n++);
     expect(n).toBe(6);
+    for (let i = 0; i < 3; i++) drv.add([BUF_LOW + i * 32], [32], 0, 1, `c${i}`);
+    drv.publish();
+    expect(dev.popBurst(cs, 8)).toBe(3);
+    dev.pushBatch([cs[2]!.head, cs[0]!.head, cs[1]!.head], [12, 10, 11], 3);
+    const got: string[] = [];
+    while (drv.getUsed(u)) got.push(`${u.token}:${u.len}`);
+    expect(got).toEqual(['c2:12', 'c0:10', 'c1:11']);
   });
 
   it('follows an indirect descriptor', () => {

@@ -102,8 +102,8 @@ function run(kind: 'split' | 'packed', size: number, eventIdx: boolean, start: n
   const returned = new Set<number>();
   let devArmed = false;
   let drvArmed = false;
-  let addedSinceKick = false;
-  let pushedSinceNotify = false;
+  let publishedAfterArm = false;
+  let flushedAfterArm = false;
 
   const regionOf = (token: number) => HIGH.gpa + (token % SLOTS) * SLOT;
 
@@ -192,10 +192,10 @@ function run(kind: 'split' | 'packed', size: number, eventIdx: boolean, start: n
     dev.push(p.id, len);
     pushedLen.set(p.token, len);
     stagedTokens.push(p.token);
-    pushedSinceNotify = true;
   };
 
   const markFlushed = (): void => {
+    if (stagedTokens.length > 0) flushedAfterArm = true;
     for (const t of stagedTokens) flushed.add(t);
     stagedTokens.length = 0;
   };
@@ -223,6 +223,7 @@ function run(kind: 'split' | 'packed', size: number, eventIdx: boolean, start: n
   };
 
   const publish = (): void => {
+    if (unpublished.size > 0) publishedAfterArm = true;
     drv.publish();
     unpublished.clear();
   };
@@ -234,20 +235,18 @@ function run(kind: 'split' | 'packed', size: number, eventIdx: boolean, start: n
     switch (op.t) {
       case 'add':
         add(op);
-        if (unpublished.size > 0) addedSinceKick = true;
         break;
       case 'publish':
         publish();
         break;
       case 'kick': {
-        const had = addedSinceKick;
+        const had = publishedAfterArm || unpublished.size > 0;
         publish();
         const k = drv.needsKick();
         if (devArmed && had) {
           expect(k).toBe(true); // a re-armed device that found the ring empty must be kicked
-          devArmed = false;
         }
-        addedSinceKick = false;
+        if (k) devArmed = false;
         break;
       }
       case 'pop':
@@ -261,14 +260,13 @@ function run(kind: 'split' | 'packed', size: number, eventIdx: boolean, start: n
         markFlushed();
         break;
       case 'notify': {
-        const had = pushedSinceNotify;
+        const had = flushedAfterArm || stagedTokens.length > 0;
         const n = dev.needsNotify();
         markFlushed();
         if (drvArmed && had) {
           expect(n).toBe(true); // a re-armed driver that found nothing must be called
-          drvArmed = false;
         }
-        pushedSinceNotify = false;
+        if (n) drvArmed = false;
         break;
       }
       case 'used':
@@ -277,8 +275,9 @@ function run(kind: 'split' | 'packed', size: number, eventIdx: boolean, start: n
       case 'devNotify':
         if (op.on) {
           const work = dev.enableNotifications();
+          // Chains published from now on (including ones already added) must kick.
           devArmed = !work;
-          if (!work) addedSinceKick = false;
+          publishedAfterArm = false;
         } else {
           dev.disableNotifications();
           devArmed = false;
@@ -287,8 +286,9 @@ function run(kind: 'split' | 'packed', size: number, eventIdx: boolean, start: n
       case 'drvCb':
         if (op.on) {
           const pending = drv.enableCallbacks();
+          // Used entries flushed from now on (including ones already staged) must call.
           drvArmed = !pending;
-          if (!pending) pushedSinceNotify = false;
+          flushedAfterArm = false;
         } else {
           drv.disableCallbacks();
           drvArmed = false;
@@ -316,7 +316,8 @@ function run(kind: 'split' | 'packed', size: number, eventIdx: boolean, start: n
   checkCanaries();
 }
 
-const RUNS = 120;
+// VIRTIO_PROP_RUNS raises the run count for a long local search.
+const RUNS = Number(process.env.VIRTIO_PROP_RUNS ?? 120);
 
 describe('property: driver and device rings agree', () => {
   for (const kind of ['split', 'packed'] as const) {

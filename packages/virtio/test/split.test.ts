@@ -117,6 +117,16 @@ describe('split ring: device vs driver', () => {
     expect(dev.pendingUsed).toBe(10);
     dev.flush();
     expect(readU16(mem, cfg.usedGpa + 2)).toBe(10);
+    // pushBatch: stage and publish in one call.
+    for (let i = 0; i < 3; i++) drv.add([BUF_LOW + i * 64], [64], 0, 1, `c${i}`);
+    drv.publish();
+    expect(dev.popBurst(chains, 16)).toBe(3);
+    dev.pushBatch(Uint16Array.from(chains.slice(0, 3).map((c) => c.head)), Uint32Array.of(5, 6, 7), 3);
+    expect(readU16(mem, cfg.usedGpa + 2)).toBe(13);
+    const used = createUsedBuffer<string>();
+    const lens: number[] = [];
+    while (drv.getUsed(used)) lens.push(used.len);
+    expect(lens.slice(-3)).toEqual([5, 6, 7]);
   });
 
   it('follows an indirect table', () => {
