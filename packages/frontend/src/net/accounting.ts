@@ -111,6 +111,8 @@ export class QueueCounters {
   kicksSuppressed = 0;
   /** Frames spread over more than one RX buffer (mergeable). */
   merged = 0;
+  /** Good probe frames whose MAC addresses came back swapped (DPDK macswap) instead of as sent. */
+  macSwapped = 0;
   /** loop: times a stalled full window was reopened by writing off the missing frames. */
   windowResets = 0;
 }

@@ -18,6 +18,8 @@ import {
   checkForeignIpv4,
   checkFrame,
   checkFrameSize,
+  DEFAULT_DST_MAC,
+  DEFAULT_SRC_MAC,
   FRAME_BAD_CONTENT,
   FRAME_BAD_LENGTH,
   FRAME_FOREIGN,
@@ -26,6 +28,13 @@ import {
   stampProbe,
   writeProbeTemplate,
 } from './packet.js';
+
+function isSwapped(dv: DataView, f: number): boolean {
+  for (let i = 0; i < 6; i++) {
+    if (dv.getUint8(f + i) !== DEFAULT_SRC_MAC[i] || dv.getUint8(f + 6 + i) !== DEFAULT_DST_MAC[i]) return false;
+  }
+  return true;
+}
 
 export type TrafficMode = 'tx' | 'rx' | 'loop';
 
@@ -389,6 +398,8 @@ export class NetTraffic {
         return;
       }
       this.trackers[src]!.record(probeSeq(dv, f));
+      // Our frames leave with dst ..:02 / src ..:01 (DEFAULT_*_MAC): a swapped pair means macswap.
+      if (dv.getUint8(f + 5) === DEFAULT_SRC_MAC[5] && dv.getUint8(f + 11) === DEFAULT_DST_MAC[5] && isSwapped(dv, f)) c.macSwapped++;
     } else if (verdict === FRAME_FOREIGN) {
       c.foreign++;
       if (checkForeignIpv4(dv, f, len) === false) c.foreignBad++;
