@@ -13,6 +13,30 @@ export interface GuestRegionInit {
   size: number;
   sab: SharedArrayBuffer;
   sabOffset: number;
+  /**
+   * Front-end virtual address of the region's first byte (SET_MEM_TABLE
+   * userspace_addr), so vaToGpa() can translate SET_VRING_ADDR ring addresses.
+   */
+  userAddr?: number;
+}
+
+/** Largest chunk chunkRegion() makes by default: 2 GiB (one typed array each). */
+export const DEFAULT_REGION_CHUNK = 2 ** 31;
+
+/**
+ * Splits one mapped region into GPA- (and VA-) contiguous chunks of at most
+ * `maxChunk` bytes over the same SharedArrayBuffer, so each chunk's views fit a
+ * typed array. Chains crossing chunk boundaries are split into segments.
+ */
+export function chunkRegion(init: GuestRegionInit, maxChunk: number = DEFAULT_REGION_CHUNK): GuestRegionInit[] {
+  if (!Number.isSafeInteger(maxChunk) || maxChunk < 2 || maxChunk % 2 !== 0) throw new RangeError(`chunk size ${maxChunk} must be an even integer >= 2`);
+  const out: GuestRegionInit[] = [];
+  for (let off = 0; off < init.size; off += maxChunk) {
+    const c: GuestRegionInit = { gpa: init.gpa + off, size: Math.min(maxChunk, init.size - off), sab: init.sab, sabOffset: init.sabOffset + off };
+    if (init.userAddr !== undefined) c.userAddr = init.userAddr + off;
+    out.push(c);
+  }
+  return out;
 }
 
 /** A region with its views, built once. */
@@ -23,6 +47,8 @@ export class GuestRegion {
   readonly end: number;
   readonly sab: SharedArrayBuffer;
   readonly sabOffset: number;
+  /** Front-end VA of byte 0, or null when not given. */
+  readonly userAddr: number | null;
   /** Bytes of the region: index 0 is `gpa`. */
   readonly u8: Uint8Array;
   /** Little-endian field access: use getUint32(o, true) etc. */
@@ -45,6 +71,10 @@ export class GuestRegion {
     this.end = gpa + size;
     this.sab = sab;
     this.sabOffset = sabOffset;
+    if (init.userAddr !== undefined && (!Number.isSafeInteger(init.userAddr) || init.userAddr < 0)) {
+      throw new RangeError(`guest region: userAddr ${init.userAddr} is not a non-negative safe integer`);
+    }
+    this.userAddr = init.userAddr ?? null;
     this.u8 = new Uint8Array(sab, sabOffset, size);
     this.dv = new DataView(sab, sabOffset, size);
     this.u16 = new Uint16Array(sab, sabOffset, Math.floor(size / 2));
@@ -124,6 +154,20 @@ export class GuestMemory {
       if (n === undefined || n.gpa !== r.end) return false;
       i++;
     }
+  }
+
+  /**
+   * Front-end VA -> GPA (SET_VRING_ADDR ring addresses are VAs): the GPA of `va`
+   * when [va, va + len) lies in regions given with userAddr, else -1. Control
+   * path (linear scan).
+   */
+  vaToGpa(va: number, len = 1): number {
+    for (const r of this.regions) {
+      if (r.userAddr === null || va < r.userAddr || va >= r.userAddr + r.size) continue;
+      const gpa = r.gpa + (va - r.userAddr);
+      return this.isValidRange(gpa, len) ? gpa : -1;
+    }
+    return -1;
   }
 
   /** Copies guest [gpa, gpa + len) into dst[dstOff..]. Throws RingError ADDR_RANGE if not all guest memory. */

@@ -90,7 +90,8 @@ export function decodePackedBase(base: number): { availIdx: number; availWrap: n
 export class PackedDeviceRing implements DeviceRing {
   readonly kind = 'packed' as const;
   readonly size: number;
-  readonly mem: GuestMemory;
+  /** Guest memory the ring's views come from (replace with remap()). */
+  mem: GuestMemory;
   readonly eventIdx: boolean;
   readonly strictOrder: boolean;
   readonly maxChain: number;
@@ -98,17 +99,17 @@ export class PackedDeviceRing implements DeviceRing {
   readonly driverEventGpa: number;
   readonly deviceEventGpa: number;
 
-  private readonly descDv: DataView;
-  private readonly descU16: Uint16Array;
-  private readonly descOff: number;
+  private descDv!: DataView;
+  private descU16!: Uint16Array;
+  private descOff!: number;
   /** Word index of slot 0's flags; slot i's is flagsW0 + 8 * i. */
-  private readonly flagsW0: number;
-  private readonly drvU16: Uint16Array;
-  private readonly drvOffWrapW: number;
-  private readonly drvFlagsW: number;
-  private readonly devU16: Uint16Array;
-  private readonly devOffWrapW: number;
-  private readonly devFlagsW: number;
+  private flagsW0!: number;
+  private drvU16!: Uint16Array;
+  private drvOffWrapW!: number;
+  private drvFlagsW!: number;
+  private devU16!: Uint16Array;
+  private devOffWrapW!: number;
+  private devFlagsW!: number;
 
   private lastAvail = 0;
   private availWrap = 1;
@@ -141,9 +142,16 @@ export class PackedDeviceRing implements DeviceRing {
     this.descGpa = cfg.descGpa;
     this.driverEventGpa = cfg.driverEventGpa;
     this.deviceEventGpa = cfg.deviceEventGpa;
-    const d = resolveArea(mem, cfg.descGpa, packedDescBytes(size), PACKED_DESC_ALIGN, 'descriptor ring');
-    const dr = resolveArea(mem, cfg.driverEventGpa, PACKED_EVENT_BYTES, PACKED_EVENT_ALIGN, 'driver event suppression area');
-    const de = resolveArea(mem, cfg.deviceEventGpa, PACKED_EVENT_BYTES, PACKED_EVENT_ALIGN, 'device event suppression area');
+    this.bind(mem);
+    this.vringBase = opts.vringBase ?? PACKED_BASE_AVAIL_WRAP;
+    this.usedLogGpa = opts.usedLogGpa ?? null;
+  }
+
+  /** Resolves the three areas in `mem` and builds the word indices. */
+  private bind(mem: GuestMemory): void {
+    const d = resolveArea(mem, this.descGpa, packedDescBytes(this.size), PACKED_DESC_ALIGN, 'descriptor ring');
+    const dr = resolveArea(mem, this.driverEventGpa, PACKED_EVENT_BYTES, PACKED_EVENT_ALIGN, 'driver event suppression area');
+    const de = resolveArea(mem, this.deviceEventGpa, PACKED_EVENT_BYTES, PACKED_EVENT_ALIGN, 'device event suppression area');
     this.descDv = d.region.dv;
     this.descU16 = d.region.u16;
     this.descOff = d.offset;
@@ -154,8 +162,16 @@ export class PackedDeviceRing implements DeviceRing {
     this.devU16 = de.region.u16;
     this.devOffWrapW = (de.offset + PACKED_EVENT_OFF_WRAP) >> 1;
     this.devFlagsW = (de.offset + PACKED_EVENT_FLAGS) >> 1;
-    this.vringBase = opts.vringBase ?? PACKED_BASE_AVAIL_WRAP;
-    this.usedLogGpa = opts.usedLogGpa ?? null;
+    this.mem = mem;
+  }
+
+  /**
+   * Memory-table change: re-resolves the ring areas in the new memory, keeping
+   * positions, wrap counters and the per-id list lengths of chains in flight.
+   * Call it with the worker paused and no popped chain still in hand.
+   */
+  remap(mem: GuestMemory): void {
+    this.bind(mem);
   }
 
   get broken(): boolean {

@@ -68,7 +68,8 @@ export interface SplitDeviceOptions {
 export class SplitDeviceRing implements DeviceRing {
   readonly kind = 'split' as const;
   readonly size: number;
-  readonly mem: GuestMemory;
+  /** Guest memory the ring's views come from (replace with remap()). */
+  mem: GuestMemory;
   readonly eventIdx: boolean;
   readonly strictOrder: boolean;
   readonly maxChain: number;
@@ -78,21 +79,21 @@ export class SplitDeviceRing implements DeviceRing {
 
   private readonly mask: number;
   // Descriptor table.
-  private readonly descDv: DataView;
-  private readonly descOff: number;
+  private descDv!: DataView;
+  private descOff!: number;
   // Avail ring (driver area): word indices into its region's Uint16Array.
-  private readonly availU16: Uint16Array;
-  private readonly availFlagsW: number;
-  private readonly availIdxW: number;
-  private readonly availRingW: number;
-  private readonly usedEventW: number;
+  private availU16!: Uint16Array;
+  private availFlagsW!: number;
+  private availIdxW!: number;
+  private availRingW!: number;
+  private usedEventW!: number;
   // Used ring (device area).
-  private readonly usedU16: Uint16Array;
-  private readonly usedDv: DataView;
-  private readonly usedRingOff: number;
-  private readonly usedFlagsW: number;
-  private readonly usedIdxW: number;
-  private readonly availEventW: number;
+  private usedU16!: Uint16Array;
+  private usedDv!: DataView;
+  private usedRingOff!: number;
+  private usedFlagsW!: number;
+  private usedIdxW!: number;
+  private availEventW!: number;
 
   private lastAvail: number;
   /** Last avail.idx read from the ring (saves an Atomics.load per chain within a burst). */
@@ -120,9 +121,21 @@ export class SplitDeviceRing implements DeviceRing {
     this.descGpa = cfg.descGpa;
     this.availGpa = cfg.availGpa;
     this.usedGpa = cfg.usedGpa;
-    const d = resolveArea(mem, cfg.descGpa, splitDescBytes(size), SPLIT_DESC_ALIGN, 'descriptor table');
-    const a = resolveArea(mem, cfg.availGpa, splitAvailBytes(size), SPLIT_AVAIL_ALIGN, 'available ring');
-    const u = resolveArea(mem, cfg.usedGpa, splitUsedBytes(size), SPLIT_USED_ALIGN, 'used ring');
+    this.bind(mem);
+    this.lastAvail = (opts.lastAvailIdx ?? 0) & 0xffff;
+    this.availSeen = this.lastAvail;
+    // "the used index is read from guest used->idx" (vhost-user, on SET_VRING_ADDR).
+    this.usedIdx = Atomics.load(this.usedU16, this.usedIdxW);
+    this.signalled = this.usedIdx;
+    this.usedLogGpa = opts.usedLogGpa ?? null;
+  }
+
+  /** Resolves the three areas in `mem` and builds the word indices. */
+  private bind(mem: GuestMemory): void {
+    const size = this.size;
+    const d = resolveArea(mem, this.descGpa, splitDescBytes(size), SPLIT_DESC_ALIGN, 'descriptor table');
+    const a = resolveArea(mem, this.availGpa, splitAvailBytes(size), SPLIT_AVAIL_ALIGN, 'available ring');
+    const u = resolveArea(mem, this.usedGpa, splitUsedBytes(size), SPLIT_USED_ALIGN, 'used ring');
     this.descDv = d.region.dv;
     this.descOff = d.offset;
     this.availU16 = a.region.u16;
@@ -136,12 +149,17 @@ export class SplitDeviceRing implements DeviceRing {
     this.usedFlagsW = (u.offset + USED_FLAGS) >> 1;
     this.usedIdxW = (u.offset + USED_IDX) >> 1;
     this.availEventW = (u.offset + splitAvailEventOffset(size)) >> 1;
-    this.lastAvail = (opts.lastAvailIdx ?? 0) & 0xffff;
-    this.availSeen = this.lastAvail;
-    // "the used index is read from guest used->idx" (vhost-user, on SET_VRING_ADDR).
-    this.usedIdx = Atomics.load(this.usedU16, this.usedIdxW);
-    this.signalled = this.usedIdx;
-    this.usedLogGpa = opts.usedLogGpa ?? null;
+    this.mem = mem;
+  }
+
+  /**
+   * Memory-table change (SET_MEM_TABLE / ADD_MEM_REG while running): re-resolves
+   * the ring areas in the new memory, keeping every index and counter. Call it
+   * with the worker paused and no popped chain still in hand (chains describe
+   * regions of the old memory).
+   */
+  remap(mem: GuestMemory): void {
+    this.bind(mem);
   }
 
   get broken(): boolean {

@@ -192,3 +192,69 @@ describe('inflight tracking (split)', () => {
     expect(again.counterOf(chains[0]!.head)).toBe(6);
   });
 });
+
+describe('memory-table changes', () => {
+  it('chunkRegion splits a mapping into contiguous chunks; vaToGpa translates ring VAs', async () => {
+    const { GuestMemory, chunkRegion } = await import('../src/index.js');
+    const sab = new SharedArrayBuffer(10 * 4096);
+    const chunks = chunkRegion({ gpa: 0x100000, size: 9 * 4096, sab, sabOffset: 4096, userAddr: 0x7f0000000000 }, 4 * 4096);
+    expect(chunks.map((c) => [c.gpa, c.size, c.sabOffset, c.userAddr])).toEqual([
+      [0x100000, 16384, 4096, 0x7f0000000000],
+      [0x104000, 16384, 20480, 0x7f0000004000],
+      [0x108000, 4096, 36864, 0x7f0000008000],
+    ]);
+    const mem = new GuestMemory(chunks);
+    expect(mem.vaToGpa(0x7f0000004010, 16)).toBe(0x104010);
+    expect(mem.vaToGpa(0x7f0000003ff0, 64)).toBe(0x103ff0); // across chunks
+    expect(mem.vaToGpa(0x7f0000009000, 1)).toBe(-1);
+    expect(mem.vaToGpa(0x7f0000008ff0, 32)).toBe(-1); // runs off the end
+    const data = Uint8Array.from({ length: 100 }, (_, i) => i);
+    mem.write(0x104000 - 50, data, 0, 100);
+    const back = new Uint8Array(100);
+    mem.read(0x104000 - 50, back, 0, 100);
+    expect(back).toEqual(data);
+  });
+
+  it('remap keeps split and packed ring state, including a chain in flight', async () => {
+    const { GuestMemory, PackedDeviceRing, PackedDriverRing } = await import('../src/index.js');
+    const { packedLayout } = await import('./helpers.js');
+    for (const kind of ['split', 'packed'] as const) {
+      const t = makeMemory();
+      const drv =
+        kind === 'split' ? new SplitDriverRing<number>(t.mem, splitLayout(8)) : new PackedDriverRing<number>(t.mem, packedLayout(5));
+      const dev = kind === 'split' ? new SplitDeviceRing(t.mem, splitLayout(8)) : new PackedDeviceRing(t.mem, packedLayout(5), { vringBase: drv.vringBase });
+      const c = new Chain();
+      const u = createUsedBuffer<number>();
+      for (let i = 0; i < 7; i++) {
+        drv.add([BUF_LOW, BUF_HIGH], [8, 8], 1, 1, i);
+        drv.publish();
+        expect(dev.pop(c)).toBe(true);
+        dev.pushChain(c, 8);
+        dev.flush();
+        expect(drv.getUsed(u)).toBe(true);
+      }
+      // A 3-descriptor chain is popped, then the memory table changes (same pages, new chunking).
+      drv.add([BUF_LOW, BUF_LOW + 8, BUF_HIGH], [8, 8, 8], 2, 1, 100);
+      drv.publish();
+      expect(dev.pop(c)).toBe(true);
+      const head = c.head;
+      const inits = t.inits.flatMap((r) => (r.size > 4096 * 4 ? [{ ...r, size: 65536 }, { ...r, gpa: r.gpa + 65536, size: r.size - 65536, sabOffset: r.sabOffset + 65536 }] : [r]));
+      const mem2 = new GuestMemory(inits);
+      dev.remap(mem2);
+      expect(dev.mem).toBe(mem2);
+      dev.push(head, 3);
+      dev.flush();
+      expect(drv.getUsed(u)).toBe(true);
+      expect(u.token).toBe(100);
+      expect(u.len).toBe(3);
+      drv.add([BUF_LOW], [8], 1, 0, 101);
+      drv.publish();
+      expect(dev.pop(c)).toBe(true);
+      expect(c.mem).toBe(mem2);
+      dev.pushChain(c, 0);
+      dev.flush();
+      expect(drv.getUsed(u) && u.token === 101).toBe(true);
+      expect(drv.numFree).toBe(drv.size);
+    }
+  });
+});
