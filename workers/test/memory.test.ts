@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { native } from '@vhost-ts/native';
+import { DirtyLog } from '@vhost-ts/virtio';
 import { FakeGuestMemory, FakeGuestRing, until } from './guest.js';
 import { onCleanup, startDevice } from './harness.js';
 
@@ -59,5 +60,31 @@ describe('memory table swap', () => {
     await dev.stop();
     native.release(deviceMap);
     native.release(guest.sab);
+  });
+
+  it('dirty logging: used-ring writes are logged while VHOST_F_LOG_ALL is negotiated, not after it is cleared', async () => {
+    const guest = new FakeGuestMemory();
+    const ring = new FakeGuestRing(guest, 0, { size: 64 });
+    onCleanup(() => ring.close());
+    const LOG_ALL = 1n << 26n;
+    const logSab = new SharedArrayBuffer(Math.ceil((guest.gpa + guest.sab.byteLength) / 4096 / 8));
+    const log = new DirtyLog(logSab);
+    const dev = await startDevice(guest, [ring], {
+      features: LOG_ALL,
+      log: { sab: logSab },
+      rings: [{ ...ring.spec(), logUsedGpa: ring.usedGpa }],
+    });
+    ring.post(4, 64);
+    expect(await until(() => (ring.reap(), ring.returned === 4))).toBe(true);
+    expect(await until(() => log.isDirty(ring.usedGpa))).toBe(true);
+    // Only the used ring's pages (used elements + used.idx) were written by the device.
+    for (const page of log.dirtyPages()) {
+      expect(page + 4096 > ring.usedGpa && page < ring.usedGpa + 6 + 8 * 64).toBe(true);
+    }
+    await dev.setFeatures(0n);
+    new Uint8Array(logSab).fill(0);
+    ring.post(4, 64);
+    expect(await until(() => (ring.reap(), ring.returned === 8))).toBe(true);
+    expect(log.dirtyPages()).toEqual([]);
   });
 });
