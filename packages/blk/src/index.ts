@@ -1,5 +1,5 @@
 /**
- * @vhost-ts/blk: the virtio-blk driver. The request module (`blkModuleUrl`,
+ * @vhost-ts/blk: the virtio-blk driver. The request module (`BLK_MODULE_URL`,
  * loaded by queue workers), its engine, inflight tracking, the config space
  * and the control side.
  */
@@ -8,6 +8,4 @@ export * from './config.js';
 export * from './backing.js';
 export * from './inflight.js';
 export { BlkEngine, type BlkEngineOptions, type IoMode, type RingCounters } from './engine.js';
-
-/** The processing module (compiled JavaScript) for the queue-worker runtime. */
-export const blkModuleUrl = new URL('./modules/blk.js', import.meta.url);
+export * from './driver.js';
