@@ -347,12 +347,18 @@ function startRing(cfg: RingConfig): void {
   r.inflight = 0;
   r.dirty = false;
   Atomics.store(i32, ringWord(r.slot, RING_BROKEN_REASON), 0);
+  r.position = { ...initialPosition(cfg), lastUsedIdx: cfg.lastUsedIdx ?? cfg.lastAvailIdx };
+  if (workerState === WORKER_BROKEN) {
+    // The module threw earlier: its state is unknown, so it serves no ring until the device restarts.
+    r.setState(RING_STOPPED);
+    breakRing(r, BROKEN_MODULE, new Error('the queue group is broken (its module threw); stop and restart the device'));
+    return;
+  }
   r.setState(cfg.disabled === true ? RING_PAUSED : RING_RUNNING);
   try {
     r.device = buildDeviceRing(memory, features, cfg, initialPosition(cfg));
   } catch (e) {
     r.device = null;
-    r.position = { ...initialPosition(cfg), lastUsedIdx: cfg.lastUsedIdx ?? cfg.lastAvailIdx };
     failure(r, e, BROKEN_RING);
     return;
   }

@@ -45,6 +45,12 @@ describe('error isolation', () => {
     // The broken device still obeys control: stop returns its indices and joins.
     const [ix] = await devA.stopRings([0]);
     expect(ix!.lastAvailIdx).toBe(3); // two completed + the chain that threw was popped
+    // Its module state is unknown: a restarted ring is refused (broken again), not served.
+    errorsA.length = 0;
+    await devA.startRings([{ ...a.spec(), lastAvailIdx: 3 }]);
+    expect(await until(() => errorsA.length > 0)).toBe(true);
+    expect(errorsA[0]!.message).toMatch(/queue group is broken/);
+    expect(a.reap()).toBe(0);
     await devA.stop();
   });
 
