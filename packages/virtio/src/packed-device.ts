@@ -292,9 +292,9 @@ export class PackedDeviceRing implements DeviceRing {
       const o = this.descOff + slot * DESC_SIZE;
       if (n > 1) {
         // "all flags, including VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE
-        // must be set/cleared correctly in all descriptors in the list". The head's
-        // release store made these visible; a plain read suffices.
-        flags = dv.getUint16(o + PACKED_DESC_FLAGS, true);
+        // must be set/cleared correctly in all descriptors in the list". Flag words are
+        // always read as one 16-bit atomic access.
+        flags = Atomics.load(this.descU16, this.flagsW0 + slot * 8);
         if (!this.isAvail(flags, wrap)) this.fail('PACKED_WRAP', `list descriptor at slot ${slot} is not available for wrap counter ${wrap} (flags 0x${flags.toString(16)})`);
       }
       const lo = dv.getUint32(o, true);

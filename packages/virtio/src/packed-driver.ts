@@ -254,9 +254,13 @@ export class PackedDriverRing<T = unknown> implements DriverRing<T> {
     return vringNeedEvent(event, this.nextAvail, this.nextAvail - added);
   }
 
-  /** True when the descriptor at the next used position is used: AVAIL == USED == used wrap counter. */
-  private isUsedAt(slot: number): boolean {
-    const f = Atomics.load(this.descU16, this.flagsW0 + slot * 8);
+  /** Acquire load of a descriptor's flags word. */
+  private flagsAt(slot: number): number {
+    return Atomics.load(this.descU16, this.flagsW0 + slot * 8);
+  }
+
+  /** True when flags mark a used descriptor: AVAIL == USED == used wrap counter. */
+  private isUsedFlags(f: number): boolean {
     const a = (f & VIRTQ_DESC_F_AVAIL) !== 0 ? 1 : 0;
     const u = (f & VIRTQ_DESC_F_USED) !== 0 ? 1 : 0;
     return a === u && u === this.usedWrap;
@@ -265,12 +269,14 @@ export class PackedDriverRing<T = unknown> implements DriverRing<T> {
   getUsed(out: UsedBuffer<T>): boolean {
     let id: number;
     let len: number;
+    let usedLen = 0;
     if (this.inOrder && this.batchId >= 0) {
       id = this.order[this.orderHead]!;
     } else {
-      if (this.outstanding === 0 || !this.isUsedAt(this.nextUsed)) return false;
+      if (this.outstanding === 0) return false;
+      const f = this.flagsAt(this.nextUsed);
+      if (!this.isUsedFlags(f)) return false;
       const o = this.descOff + this.nextUsed * DESC_SIZE;
-      const f = this.descDv.getUint16(o + PACKED_DESC_FLAGS, true);
       const uid = this.descDv.getUint16(o + PACKED_DESC_ID, true);
       // "Element Length is reserved for used descriptors without the VIRTQ_DESC_F_WRITE flag"
       const ulen = (f & VIRTQ_DESC_F_WRITE) !== 0 ? this.descDv.getUint32(o + DESC_LEN, true) : 0;
@@ -281,6 +287,7 @@ export class PackedDriverRing<T = unknown> implements DriverRing<T> {
         id = this.order[this.orderHead]!;
       } else {
         id = uid;
+        usedLen = ulen;
       }
     }
     if (this.inOrder) {
@@ -292,9 +299,7 @@ export class PackedDriverRing<T = unknown> implements DriverRing<T> {
         len = this.inBytes[id]!;
       }
     } else {
-      const o = this.descOff + this.nextUsed * DESC_SIZE;
-      const f = this.descDv.getUint16(o + PACKED_DESC_FLAGS, true);
-      len = (f & VIRTQ_DESC_F_WRITE) !== 0 ? this.descDv.getUint32(o + DESC_LEN, true) : 0;
+      len = usedLen;
     }
     // "The driver needs to keep track of the size of the list corresponding to each
     // buffer ID, to be able to skip to where the next used descriptor is written".
@@ -323,7 +328,7 @@ export class PackedDriverRing<T = unknown> implements DriverRing<T> {
       Atomics.store(this.drvU16, this.drvFlagsW, RING_EVENT_FLAGS_ENABLE);
     }
     if (this.inOrder && this.batchId >= 0) return true;
-    return this.outstanding !== 0 && this.isUsedAt(this.nextUsed);
+    return this.outstanding !== 0 && this.isUsedFlags(this.flagsAt(this.nextUsed));
   }
 
   disableCallbacks(): void {

@@ -82,3 +82,37 @@ describe('dirty log', () => {
     expect(log.dirtyPages()).toEqual([MID2.gpa + 0x5000]);
   });
 });
+
+describe('dirty log, packed ring', () => {
+  it('logs used descriptors at logGpa + slot * 16 and device event area writes', async () => {
+    const { PackedDeviceRing, PackedDriverRing } = await import('../src/index.js');
+    const { packedLayout } = await import('./helpers.js');
+    const { mem } = makeMemory();
+    const cfg = packedLayout(512);
+    const drv = new PackedDriverRing<number>(mem, cfg);
+    const dev = new PackedDeviceRing(mem, cfg, { vringBase: drv.vringBase, usedLogGpa: cfg.descGpa });
+    const log = makeLog();
+    mem.setDirtyLog(log);
+    const c = new Chain();
+    // Move 300 one-descriptor chains so used descriptors land in pages 0 and 1 of the ring.
+    for (let i = 0; i < 300; i++) {
+      drv.add([BUF_LOW], [8], 1, 0, i);
+      drv.publish();
+      dev.pop(c);
+      dev.pushChain(c, 0);
+      dev.flush();
+    }
+    expect(log.dirtyPages()).toEqual([cfg.descGpa, cfg.descGpa + 4096]);
+    log.bitmap.fill(0);
+    dev.enableNotifications();
+    expect(log.dirtyPages()).toEqual([Math.floor(cfg.deviceEventGpa / 4096) * 4096]);
+    log.bitmap.fill(0);
+    dev.setUsedLog(null);
+    drv.add([BUF_LOW], [8], 1, 0, 1);
+    drv.publish();
+    dev.pop(c);
+    dev.pushChain(c, 0);
+    dev.flush();
+    expect(log.dirtyPages()).toEqual([]);
+  });
+});
