@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  checkForeignIpv4, checkFrame, FILL_OFFSET, fletcher32, FRAME_BAD_LENGTH, FRAME_FOREIGN, FRAME_OK,
+  checkForeignIpv4, checkFrame, FILL_OFFSET, fletcher32, FRAME_BAD_CONTENT, FRAME_BAD_LENGTH, FRAME_FOREIGN, FRAME_OK,
   MIN_PROBE_FRAME, probeChecksum, probeQueue, probeSeq, stampProbe, swapMacs, verifyFrameSlow, writeProbeFrame, writeProbeTemplate,
 } from '@vhost-ts/frontend/net/packet';
 
@@ -42,6 +42,18 @@ describe('probe frame format', () => {
       buf[10 + i] = old;
     }
     expect(checkFrame(buf, dv, 10, len)).toBe(FRAME_OK);
+  });
+
+  it('detects corruption in long fills (native compare path) too', () => {
+    const len = 1500;
+    const { buf, dv } = frame(len, 2, 5);
+    for (const i of [38, 39, 100, 167, 777, 1498, 1499]) {
+      const old = buf[26 + i]!;
+      buf[26 + i] = old ^ 0x01;
+      expect(checkFrame(buf, dv, 26, len), `byte ${i}`).toBe(FRAME_BAD_CONTENT);
+      buf[26 + i] = old;
+    }
+    expect(checkFrame(buf, dv, 26, len)).toBe(FRAME_OK);
   });
 
   it('classifies length mismatches and foreign frames', () => {

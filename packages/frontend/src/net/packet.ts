@@ -108,6 +108,25 @@ function combine(a1: number, b1: number, fillLen: number): number {
   return ((b << 16) | a) >>> 0;
 }
 
+// The reference fill as little-endian u32 words (FILL_U32[k] = bytes 4k..4k+3), for short compares in JS.
+const FILL_U32 = (() => {
+  const n = FILL_PATTERN.length >>> 2;
+  const w = new Uint32Array(n);
+  for (let k = 0; k < n; k++) w[k] = FILL_PATTERN.readUInt32LE(4 * k);
+  return w;
+})();
+/** Fills up to this many bytes are compared in JS (a native call costs more than the loop). */
+const SHORT_FILL = 128;
+
+/** True when the `len` bytes at `off` equal the reference fill. */
+function fillMatches(buf: Buffer, dv: DataView, off: number, len: number): boolean {
+  if (len > SHORT_FILL) return buf.compare(FILL_PATTERN, 0, len, off, off + len) === 0;
+  const words = len >>> 2;
+  for (let k = 0; k < words; k++) if (dv.getUint32(off + 4 * k, true) !== FILL_U32[k]) return false;
+  for (let i = words << 2; i < len; i++) if (dv.getUint8(off + i) !== FILL_PATTERN[i]) return false;
+  return true;
+}
+
 /** Fletcher-32 over `len` bytes (little-endian 16-bit words, odd tail zero-padded) of `bytes` from `off`. */
 export function fletcher32(bytes: Uint8Array, off: number, len: number): number {
   let a = 0;
@@ -124,15 +143,20 @@ export function fletcher32(bytes: Uint8Array, off: number, len: number): number 
   return ((b << 16) | a) >>> 0;
 }
 
-/** Fletcher state (a, b) of the 20 probe-header bytes before the checksum, read from `dv` at frame offset `f`. */
+/**
+ * Checksum of the 20 probe-header bytes before the checksum field (read from
+ * `dv` at frame offset `f`) combined with the fill of `fillLen` bytes. The 10
+ * words are summed without reducing (a <= 10 * 65535, b <= 55 * 65535: exact
+ * in doubles), then reduced once: Fletcher sums are linear modulo 65535.
+ */
 function headerChecksum(dv: DataView, f: number, fillLen: number): number {
   let a = 0;
   let b = 0;
   for (let o = f + OFF_MAGIC; o < f + OFF_CSUM; o += 2) {
-    a = (a + dv.getUint16(o, true)) % 65535;
-    b = (b + a) % 65535;
+    a += dv.getUint16(o, true);
+    b += a;
   }
-  return combine(a, b, fillLen);
+  return combine(a % 65535, b % 65535, fillLen);
 }
 
 /** The checksum a frame with these fields must carry (reference implementation for tests and tools). */
@@ -232,7 +256,7 @@ export function checkFrame(buf: Buffer, dv: DataView, f: number, len: number): F
   const fillLen = len - FILL_OFFSET;
   if (dv.getUint32(f + OFF_CSUM, true) !== headerChecksum(dv, f, fillLen)) return FRAME_BAD_CONTENT;
   if (dv.getUint16(f + OFF_FLAGS, true) !== 0 || dv.getUint16(f + OFF_RSVD, true) !== 0) return FRAME_BAD_CONTENT;
-  if (fillLen > 0 && buf.compare(FILL_PATTERN, 0, fillLen, f + FILL_OFFSET, f + len) !== 0) return FRAME_BAD_CONTENT;
+  if (fillLen > 0 && !fillMatches(buf, dv, f + FILL_OFFSET, fillLen)) return FRAME_BAD_CONTENT;
   return FRAME_OK;
 }
 
