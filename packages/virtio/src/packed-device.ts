@@ -377,7 +377,10 @@ export class PackedDeviceRing implements DeviceRing {
       this.firstSlot = slot;
       this.firstFlags = flags;
     } else {
-      Atomics.store(this.descU16, this.flagsW0 + slot * 8, flags);
+      // Inside a batch: a single 16-bit store (tear-free, no fence). The driver polls
+      // the batch's first descriptor and reaches this one only after the release
+      // store of the first flags in flush(), which orders this write before it.
+      this.descU16[this.flagsW0 + slot * 8] = flags;
     }
     if (this.usedLogGpa !== null && this.mem.log !== null) this.mem.log.logRange(this.usedLogGpa + slot * DESC_SIZE, DESC_SIZE);
     // Skip forward: out of order by the list's own length, in order to the end of the batch.

@@ -232,9 +232,12 @@ export class PackedDriverRing<T = unknown> implements DriverRing<T> {
     // "The driver always makes the first descriptor in the list available after the
     // rest of the list has been written out into the ring." Last chain first, so
     // the device, polling the first head, sees the whole batch.
-    for (let i = this.pendCount - 1; i >= 0; i--) {
-      Atomics.store(this.descU16, this.flagsW0 + this.pendSlot[i]! * 8, this.pendFlags[i]!);
-    }
+    // Heads after the first are single 16-bit stores: the device polls the first
+    // head and reaches the others only after its release store below.
+    const n = this.pendCount;
+    if (n === 0) return;
+    for (let i = n - 1; i >= 1; i--) this.descU16[this.flagsW0 + this.pendSlot[i]! * 8] = this.pendFlags[i]!;
+    Atomics.store(this.descU16, this.flagsW0 + this.pendSlot[0]! * 8, this.pendFlags[0]!);
     this.pendCount = 0;
   }
 
