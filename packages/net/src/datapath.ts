@@ -226,6 +226,18 @@ export class NetQueuePair implements NetPairCounters {
     if (this.tx.device !== null) this.tx.complete(this.txChain, 0);
   }
 
+  /**
+   * Publishes the TX completions staged so far (one used-index store), ahead
+   * of the runtime's flush after the module call, which publishes the RX ring
+   * first. Call it at the end of a burst that moved frames from TX to RX: a
+   * driver that reclaims TX descriptors only when it transmits again (DPDK's
+   * virtio PMD, which then drops what does not fit) must see a frame's TX
+   * completion no later than the frame itself on RX, or an echo loop starves.
+   */
+  publishTx(): void {
+    this.tx.device?.flush();
+  }
+
   /** Copies `len` frame bytes of the current TX chain from frame offset `from` into dst[dstOff..]; returns bytes copied. */
   readTx(from: number, dst: Uint8Array, dstOff: number, len: number): number {
     return this.txChain.read(this.hdrLen + from, dst, dstOff, len);

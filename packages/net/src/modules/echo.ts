@@ -28,6 +28,7 @@ export default defineModule((ctx) => {
           work++;
           if (p.rxFromTx() === RX_PENDING) break;
         }
+        p.publishTx(); // TX completions become visible before the frames on RX
       }
       return work;
     },

@@ -31,6 +31,7 @@ export default defineModule((ctx) => {
           swapMacs(prefix, 0);
           if (p.rxFromTx(prefix, 12) === RX_PENDING) break;
         }
+        p.publishTx(); // TX completions become visible before the frames on RX
       }
       return work;
     },

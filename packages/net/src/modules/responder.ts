@@ -41,6 +41,7 @@ export default defineModule((ctx) => {
           else icmpReplies++;
           if (p.rxFromBuffer(p.scratch, 0, n) === RX_PENDING) break;
         }
+        p.publishTx(); // TX completions become visible before the replies on RX
       }
       return work;
     },
