@@ -258,3 +258,28 @@ describe('memory-table changes', () => {
     }
   });
 });
+
+describe('Chain', () => {
+  it('grows past its capacity, copies its description, and exposes segment views', async () => {
+    const { isRingError, RingError } = await import('../src/index.js');
+    const { mem, drv, dev } = ringPair();
+    const addrs = Array.from({ length: 8 }, (_, i) => BUF_LOW + i * 100);
+    drv.add(addrs, new Array(8).fill(10), 4, 4, 1);
+    drv.publish();
+    const c = new Chain(1);
+    expect(dev.pop(c)).toBe(true);
+    expect(c.capacity).toBeGreaterThanOrEqual(8);
+    expect(c.count).toBe(8);
+    const d = new Chain(1);
+    c.copyInto(d);
+    expect(d.count).toBe(8);
+    expect(d.head).toBe(c.head);
+    expect(Array.from(d.segGpa.subarray(0, 8))).toEqual(addrs);
+    expect(d.readableBytes).toBe(40);
+    mem.write(BUF_LOW + 300, Uint8Array.of(9, 8, 7), 0, 3);
+    expect(Array.from(d.segment(3).subarray(0, 3))).toEqual([9, 8, 7]);
+    expect(() => d.segment(8)).toThrow(RangeError);
+    expect(isRingError(new RingError('ADDR_RANGE', 'x'))).toBe(true);
+    expect(isRingError(new Error('x'))).toBe(false);
+  });
+});
