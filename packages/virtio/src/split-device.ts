@@ -389,6 +389,7 @@ export class SplitDeviceRing implements DeviceRing {
     this.signalled = newIdx;
     // Seq-cst store of used.idx (flush) then load: the Dekker pair with the driver's
     // store of used_event / flags followed by its load of used.idx.
+    if (newIdx === old) return false; // nothing published since the last check
     if (this.eventIdx) {
       const valid = this.signalledValid;
       this.signalledValid = true;
@@ -398,7 +399,6 @@ export class SplitDeviceRing implements DeviceRing {
       // index was placed) was equal to used_event, the device MUST send a notification."
       return vringNeedEvent(Atomics.load(this.availU16, this.usedEventW), newIdx, old);
     }
-    if (newIdx === old && this.signalledValid) return false;
     this.signalledValid = true;
     // "If flags is 1, the device SHOULD NOT send a notification. If flags is 0, the device MUST send a notification."
     return (Atomics.load(this.availU16, this.availFlagsW) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
