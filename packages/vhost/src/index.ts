@@ -26,3 +26,6 @@ export { stderrLogger, silentLogger, prefixedLogger } from './log.js';
 export type { Logger, LogLevel } from './log.js';
 export { VhostRequestError, CallbackTimeoutError } from './errors.js';
 export * from './features.js';
+// The data plane: driver callbacks mapped onto per-queue worker threads.
+export { attachDataPlane, ringSpec } from './dataplane/index.js';
+export type { DataPlane, DataPlaneOptions } from './dataplane/index.js';
