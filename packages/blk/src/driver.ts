@@ -60,6 +60,8 @@ export interface BlkDriverOptions {
   /** Extra device callbacks (run after the data plane's). */
   callbacks?: VhostCallbacks;
   callbackTimeoutMs?: number;
+  /** Testing: hold every completion this many ms (needs io 'async'; see engine.ts). */
+  completionDelayMs?: number;
   /** Processing module (default the shipped one; tests may wrap it). */
   module?: URL | string;
 }
@@ -104,6 +106,7 @@ export class BlkDriver {
 
   constructor(o: BlkDriverOptions) {
     const queues = o.queues ?? 1;
+    if ((o.completionDelayMs ?? 0) > 0 && o.io !== 'async') throw new RangeError('completionDelayMs needs io async');
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new RangeError(`queues ${queues} outside 1..64`);
     const readOnly = o.readOnly ?? false;
     const size = backingSizeOf(o.blkFile);
@@ -146,6 +149,9 @@ export class BlkDriver {
       ...(o.client === true ? { client: true, reconnect: true } : {}),
       maxQueues: queues,
       queueNum: queues,
+      // QEMU only sets up the queues the guest driver uses (one vCPU: one queue), though it names all
+      // of them (SET_VRING_CALL/ERR/ENABLE): queue 0 is enough to start, the others join when ready.
+      requiredQueues: 1,
       features: this.features,
       config,
       inflight: this.inflight,
@@ -160,6 +166,7 @@ export class BlkDriver {
         ...geometryOptions(this.geo),
         serial,
         io: o.io ?? 'sync',
+        ...(o.completionDelayMs !== undefined && o.completionDelayMs > 0 ? { completionDelayMs: String(o.completionDelayMs) } : {}),
         // The glue starts the rings with the workers: hold them until newDevice has handed over the
         // inflight area (or said there is none) and the current capacity.
         inflight: 'wait',

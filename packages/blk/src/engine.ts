@@ -62,6 +62,12 @@ export interface BlkEngineOptions {
   maxWriteZeroesSectors: number;
   maxWriteZeroesSeg: number;
   io: IoMode;
+  /**
+   * Fault injection for tests (async mode only): hold every completion this
+   * many ms after its I/O is done, so requests are reliably in flight when
+   * the back-end is killed. 0 (default) in production.
+   */
+  completionDelayMs?: number;
   /** Warnings (not per request). */
   warn?: (message: string) => void;
 }
@@ -200,6 +206,7 @@ export class BlkEngine {
 
   constructor(opts: BlkEngineOptions, newChain: () => Chain) {
     this.opts = { ...opts };
+    if ((opts.completionDelayMs ?? 0) > 0 && opts.io !== 'async') throw new RangeError('completionDelayMs needs io=async');
     this.newChain = newChain;
     this.syncReq = new BlkRequest(this, newChain());
     const id = new TextEncoder().encode(opts.serial);
@@ -723,6 +730,15 @@ export class BlkEngine {
   }
 
   private asyncFinish(req: BlkRequest): void {
+    const delay = this.opts.completionDelayMs ?? 0;
+    if (delay > 0) {
+      setTimeout(() => this.finishSafely(req), delay);
+      return;
+    }
+    this.finishSafely(req);
+  }
+
+  private finishSafely(req: BlkRequest): void {
     try {
       this.finish(req);
     } catch (e) {

@@ -12,6 +12,8 @@
  * - `writeback`: `0` = write-through (every write is followed by fdatasync).
  * - `serial`: the GET_ID string (at most 20 bytes).
  * - `io`: `sync` (default) or `async` (see engine.ts).
+ * - `completionDelayMs`: fault injection for tests (with `io=async`): hold
+ *   every completion this long, so a killed back-end has requests in flight.
  * - `maxDiscardSectors`, `maxDiscardSeg`, `maxWriteZeroesSectors`, `maxWriteZeroesSeg`:
  *   the limits advertised in the config space (defaults as config.ts).
  *
@@ -97,6 +99,7 @@ export async function createBlkModule(ctx: QueueContext): Promise<QueueModule> {
         maxWriteZeroesSectors: intOption(o, 'maxWriteZeroesSectors', DEFAULT_MAX_WRITE_ZEROES_SECTORS, 1, 0xffffffff),
         maxWriteZeroesSeg: intOption(o, 'maxWriteZeroesSeg', DEFAULT_MAX_DWZ_SEG, 1, 4096),
         io,
+        completionDelayMs: intOption(o, 'completionDelayMs', 0, 0, 60_000),
         warn: (m) => ctx.log.warn(m),
       },
       () => ctx.newChain(),

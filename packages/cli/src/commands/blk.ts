@@ -22,6 +22,7 @@ const SPECS: OptionSpecs = {
   'block-size': { kind: 'int', min: 512, max: 4096, help: 'logical block size: 512 (default), 1024, 2048 or 4096' },
   io: { kind: 'string', help: 'file I/O in the queue workers: sync (default) or async (libuv threadpool)' },
   cpus: { kind: 'string', help: 'pin queue workers to these CPUs, e.g. 1 or 0,2-3' },
+  'fault-delay-ms': { kind: 'int', min: 0, max: 60000, help: 'testing: hold every completion N ms (needs --io=async), so a killed back-end has requests in flight' },
   'stats-interval': { kind: 'string', help: 'seconds between per-queue statistics lines (default 1; 0 = none)' },
   'print-capabilities': { kind: 'flag', help: 'print the back-end capabilities as JSON and exit' },
   quiet: { kind: 'flag', help: 'no log lines on stderr (errors only)' },
@@ -66,6 +67,8 @@ export async function runBlk(argv: string[]): Promise<number> {
   const interval = Number((o['stats-interval'] as string | undefined) ?? '1');
   if (!Number.isFinite(interval) || interval < 0) throw new UsageError(`--stats-interval needs seconds >= 0, got '${o['stats-interval'] as string}'`);
   const queues = (o.queues as number | undefined) ?? 1;
+  const delay = (o['fault-delay-ms'] as number | undefined) ?? 0;
+  if (delay > 0 && io !== 'async') throw new UsageError('--fault-delay-ms needs --io=async');
   const logger: Logger = o.quiet === true ? { ...silentLogger, error: stderrLogger().error } : stderrLogger();
 
   let blk: BlkDriver;
@@ -80,6 +83,7 @@ export async function runBlk(argv: string[]): Promise<number> {
       blockSize,
       ...(serial !== undefined ? { serial } : {}),
       io,
+      ...(delay > 0 ? { completionDelayMs: delay } : {}),
       ...(cpus !== undefined ? { cpus } : {}),
       logger,
     });
