@@ -357,7 +357,7 @@ function interestingU64(r: Prng): bigint {
     case 3:
       return OFFERED_FEATURES | bit(r.int(64));
     default:
-      return r.pick(U64_EDGES) + BigInt(r.range(-8, 8)) & ((1n << 64n) - 1n);
+      return BigInt.asUintN(64, r.pick(U64_EDGES) + BigInt(r.range(-8, 8)));
   }
 }
 
@@ -401,6 +401,11 @@ function interestingRegion(r: Prng): MemoryRegionDesc {
     default:
       break;
   }
+  // Edge arithmetic may leave 64 bits: wrap like a u64 on the wire would.
+  d.guestPhysAddr = BigInt.asUintN(64, d.guestPhysAddr);
+  d.memorySize = BigInt.asUintN(64, d.memorySize);
+  d.userspaceAddr = BigInt.asUintN(64, d.userspaceAddr);
+  d.mmapOffset = BigInt.asUintN(64, d.mmapOffset);
   return d;
 }
 
@@ -675,7 +680,7 @@ export function buildPlan(seed: number, connection: number): { plan: FuzzMsg[]; 
 export interface Finding {
   seed: number;
   connection: number;
-  kind: 'accepted-invalid' | 'hang' | 'bad-reply' | 'connect';
+  kind: 'accepted-invalid' | 'hang' | 'bad-reply' | 'connect' | 'fuzzer-error';
   detail: string;
   plan: string;
 }
@@ -912,8 +917,17 @@ export async function fuzzControlPlane(o: FuzzOptions): Promise<FuzzStats> {
             break;
           }
           const index = next++;
-          const { mutations, terminal } = buildPlan(o.seed, index);
-          const outcome = await runConnection(o.socketPath, lane, o.seed, index, timeout);
+          let mutations: string[];
+          let terminal: string | null;
+          let outcome: ConnectionOutcome;
+          try {
+            ({ mutations, terminal } = buildPlan(o.seed, index));
+            outcome = await runConnection(o.socketPath, lane, o.seed, index, timeout);
+          } catch (err) {
+            // A bug of the fuzzer itself: reported, the run goes on.
+            stats.findings.push({ seed: o.seed, connection: index, kind: 'fuzzer-error', detail: String((err as Error).stack ?? err), plan: '' });
+            continue;
+          }
           stats.messages += outcome.sent;
           stats.connections++;
           if (outcome.closedByBackend) stats.closedByBackend++;
