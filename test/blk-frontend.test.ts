@@ -6,7 +6,7 @@
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { BlkDriver as FrontBlk, blkVerify, decodeBlkConfig, openBlkDevice, type FrontendDevice } from '@vhost-ts/frontend';
+import { BLK_CONFIG_SIZE, BLK_DRIVER_FEATURES, BlkDriver as FrontBlk, FrontendDevice, VhostUserClient, blkVerify, decodeBlkConfig, openBlkDevice } from '@vhost-ts/frontend';
 import { ManagedProcess, makeTempDir, removeDir, socketPath } from '@vhost-ts/peers';
 import { createUsedBuffer } from '@vhost-ts/virtio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -184,6 +184,39 @@ describe('vhost-ts blk with the built-in front-end over a unix socket', () => {
         const w = await drv.submit({ op: 'write', sector: old, length: 4096, data: new Uint8Array(4096).fill(0x77) });
         expect(w.status).toBe(0);
         expect(readFileSync(d.file).subarray(4 * MiB, 4 * MiB + 4096).every((b) => b === 0x77)).toBe(true);
+        drv.abortAll();
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      expect((await d.proc.close()).code).toBe(0);
+    }
+  }, 60_000);
+
+  it('CONFIG_WCE: the guest switches to write-through and back with SET_CONFIG; other fields are refused; I/O keeps working', async () => {
+    const d = await daemon([]);
+    try {
+      const client = await VhostUserClient.connect(d.sock, { timeoutMs: 5000 });
+      const dev = await FrontendDevice.start(client, {
+        vrings: 1,
+        queueSize: 128,
+        deviceFeatures: BLK_DRIVER_FEATURES | (1n << 11n), // + VIRTIO_BLK_F_CONFIG_WCE
+        requiredFeatures: 1n << 11n,
+        configSize: BLK_CONFIG_SIZE,
+      });
+      try {
+        expect(dev.config[32]).toBe(1); // write-back
+        await dev.client.setConfig(32, Uint8Array.of(0));
+        await d.proc.waitForOutput(/cache mode write-through/, { timeoutMs: 5000 });
+        expect((await dev.client.getConfig(0, 60))[32]).toBe(0);
+        const drv = new FrontBlk(dev, { depth: 8 });
+        const sum = await blkVerify(drv, { requestBytes: 4096, sectors: 512 });
+        expect([sum.mismatches, sum.errors, sum.writeZeroes]).toEqual([0, 0, 'ok']);
+        await dev.client.setConfig(32, Uint8Array.of(1));
+        expect((await dev.client.getConfig(0, 60))[32]).toBe(1);
+        // The capacity is not the guest's to write.
+        await expect(dev.client.setConfig(0, new Uint8Array(8))).rejects.toThrow();
+        expect(decodeBlkConfig(await dev.client.getConfig(0, 60)).capacity).toBe(DISK / 512);
         drv.abortAll();
       } finally {
         await dev.close();

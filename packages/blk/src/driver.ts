@@ -13,7 +13,7 @@
  * await blk.stop();
  * ```
  */
-import { VhostUserDriver, stderrLogger, type ConfigSpace, type InflightInfo, type Logger, type VhostCallbacks, type VhostDevice } from '@vhost-ts/vhost';
+import { DEFAULT_FEATURES, VhostUserDriver, stderrLogger, type ConfigSpace, type InflightInfo, type Logger, type VhostCallbacks, type VhostDevice } from '@vhost-ts/vhost';
 import { attachDataPlane, type DataPlane } from '@vhost-ts/vhost/dataplane/index';
 import { BLK_CFG_WRITEBACK, VIRTIO_BLK_F_CONFIG_WCE, hasFeature } from '@vhost-ts/virtio';
 import type { DeviceWorkers, QueueWorkerManager } from '@vhost-ts/workers';
@@ -121,7 +121,9 @@ export class BlkDriver {
     if (this.geo.capacityBytes === 0) throw new RangeError(`${o.blkFile}: smaller than one ${this.geo.blockSize}-byte block`);
     this.logger = o.logger ?? stderrLogger();
     this.inflight = o.inflight ?? true;
-    this.features = blkDeviceFeatures(this.geo, { packed: o.packed ?? true });
+    // The blk features plus the control plane's defaults (bit 30, VHOST_F_LOG_ALL for live migration:
+    // the module logs the guest memory it writes).
+    this.features = DEFAULT_FEATURES | blkDeviceFeatures(this.geo, { packed: o.packed ?? true });
     const serial = o.serial ?? defaultSerial(o.blkFile);
     if (Buffer.byteLength(serial) > 20) throw new RangeError(`serial '${serial}' longer than 20 bytes`);
     const config: ConfigSpace = {
