@@ -44,8 +44,15 @@ export function resolveNetModule(module: string | URL): { url: URL; shipped: boo
   return { url: pathToFileURL(path.resolve(module)), shipped: false, name: module };
 }
 
-/** Protocol features a net back-end offers (CONFIG is added by the control plane with the config space). */
-export function netProtocolFeatures(mtu: boolean): bigint {
+/**
+ * Protocol features a net back-end offers (CONFIG is kept by the control
+ * plane only with a config space). CONFIGURE_MEM_SLOTS only with one queue
+ * pair: QEMU runs one vhost device per queue pair on the same connection and
+ * each sends ADD_MEM_REG for the same regions, which the control plane
+ * refuses as overlapping; SET_MEM_TABLE (replace the whole table) is
+ * idempotent.
+ */
+export function netProtocolFeatures(mtu: boolean, queuePairs = 1): bigint {
   let pf = bits(
     ProtocolFeature.MQ,
     ProtocolFeature.LOG_SHMFD,
@@ -54,9 +61,9 @@ export function netProtocolFeatures(mtu: boolean): bigint {
     ProtocolFeature.BACKEND_REQ,
     ProtocolFeature.CONFIG,
     ProtocolFeature.RESET_DEVICE,
-    ProtocolFeature.CONFIGURE_MEM_SLOTS,
     ProtocolFeature.STATUS,
   );
+  if (queuePairs === 1) pf |= bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
   // "NET_MTU only with VIRTIO_NET_F_MTU".
   if (mtu) pf |= bit(ProtocolFeature.NET_MTU);
   return pf;
@@ -182,7 +189,7 @@ export class NetDriver {
       // A front-end may leave pairs beyond the first disabled (MQ): pair 0 is enough to start.
       requiredQueues: 2,
       features: this.features,
-      protocolFeatures: netProtocolFeatures(this.mtu !== null),
+      protocolFeatures: netProtocolFeatures(this.mtu !== null, qp),
       config,
       logger: this.logger,
       ...(o.callbackTimeoutMs !== undefined ? { callbackTimeoutMs: o.callbackTimeoutMs } : {}),

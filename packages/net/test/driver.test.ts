@@ -106,6 +106,8 @@ describe('NetDriver over a socket', () => {
       expect(hasBit(pf, f)).toBe(true);
     }
     expect(hasBit(pf, ProtocolFeature.INFLIGHT_SHMFD)).toBe(false);
+    // QEMU's per-pair vhost devices would each ADD_MEM_REG the same regions.
+    expect(hasBit(pf, ProtocolFeature.CONFIGURE_MEM_SLOTS)).toBe(false);
     await client.setProtocolFeatures(pf);
     expect(await client.getQueueNum()).toBe(3);
     const cfg = decodeNetConfig(await client.getConfig(0, NET_CONFIG_SIZE));
@@ -114,12 +116,14 @@ describe('NetDriver over a socket', () => {
     expect(Array.from(await client.getConfig(8, 2))).toEqual([3, 0]);
   });
 
-  it('does not offer NET_MTU without an MTU', async () => {
+  it('does not offer NET_MTU without an MTU; offers CONFIGURE_MEM_SLOTS with one pair', async () => {
     const sock = tempSocket();
     await startDriver({ path: sock });
     const client = await VhostUserClient.connect(sock, { timeoutMs: 5000 });
     cleanups.push(() => client.close());
-    expect(hasBit(await client.getProtocolFeatures(), ProtocolFeature.NET_MTU)).toBe(false);
+    const pf = await client.getProtocolFeatures();
+    expect(hasBit(pf, ProtocolFeature.NET_MTU)).toBe(false);
+    expect(hasBit(pf, ProtocolFeature.CONFIGURE_MEM_SLOTS)).toBe(true);
   });
 
   for (const packed of [false, true]) {
