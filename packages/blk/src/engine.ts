@@ -175,6 +175,35 @@ class RingState {
   }
 }
 
+/**
+ * Copies a chain's description (Chain.copyInto without its per-call subarray
+ * views: nothing allocated); a chain longer than `dst` holds (rare) goes
+ * through copyInto, which grows `dst` for good.
+ */
+function copyChain(src: Chain, dst: Chain): void {
+  if (dst.capacity < src.count) {
+    src.copyInto(dst);
+    return;
+  }
+  dst.reset(src.mem);
+  dst.head = src.head;
+  dst.descCount = src.descCount;
+  dst.indirect = src.indirect;
+  const n = src.count;
+  for (let i = 0; i < n; i++) {
+    dst.segRegion[i] = src.segRegion[i]!;
+    dst.segOffset[i] = src.segOffset[i]!;
+    dst.segGpa[i] = src.segGpa[i]!;
+    dst.segLen[i] = src.segLen[i]!;
+    dst.segWritable[i] = src.segWritable[i]!;
+  }
+  dst.count = n;
+  dst.readableCount = src.readableCount;
+  dst.writableCount = src.writableCount;
+  dst.readableBytes = src.readableBytes;
+  dst.writableBytes = src.writableBytes;
+}
+
 /** Published used->idx of a split device ring: staged entries excluded. */
 function publishedUsedIdx(ring: QueueRing): number {
   const dev = ring.device as (QueueRing['device'] & { pendingUsed?: number }) | null;
@@ -393,7 +422,7 @@ export class BlkEngine {
     let req: BlkRequest;
     if (async) {
       req = this.acquire(rs);
-      chain.copyInto(req.own);
+      copyChain(chain, req.own);
       req.chain = req.own;
     } else {
       req = this.syncReq;
