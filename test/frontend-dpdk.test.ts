@@ -144,6 +144,21 @@ for (const pairs of [1, 2]) {
     }
 
     if (pairs === 1) {
+      for (const packed of [false, true]) {
+        it(`${packed ? 'packed' : 'split'}: EVENT_IDX and indirect descriptors (TX chains header + frame through indirect tables), queue size 1024`, async () => {
+          await tp!.setForwardMode('macswap');
+          await tp!.start();
+          const dev = await open(packed, { eventIdx: true, indirect: true, queueSize: 1024 });
+          expect((dev.features >> 28n) & 3n).toBe(3n); // INDIRECT_DESC (28) and EVENT_IDX (29)
+          const t = new NetTraffic(dev, { mode: 'loop', frameSize: 128, indirectTx: true });
+          const r = await t.run(SECS / 2, 2000);
+          await close(dev);
+          await tp!.stop();
+          expect(r.sent).toBeGreaterThan(1000);
+          expect(r).toMatchObject({ received: r.sent, lost: 0, duplicated: 0, bad: 0 });
+        });
+      }
+
       it('split: 5000-byte frames come back over mergeable RX buffers (num_buffers > 1), intact', async () => {
         await tp!.setForwardMode('io');
         await tp!.start();

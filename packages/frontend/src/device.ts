@@ -118,6 +118,8 @@ export class FrontendDevice {
   /** GET_QUEUE_NUM answer (0 when MQ was not negotiated). */
   backendQueues = 0;
   private readonly pollers: Poller[] = [];
+  /** Why the stop sequence inside close() failed (the back-end may have gone), if it did. */
+  lastStopError: Error | null = null;
   private state: 'new' | 'started' | 'stopped' | 'closed' = 'new';
   readonly options: DeviceOptions;
 
@@ -328,7 +330,8 @@ export class FrontendDevice {
     if ((options.graceful ?? true) && this.state === 'started' && !this.client.isClosed) {
       try {
         result = await this.stop();
-      } catch {
+      } catch (e) {
+        this.lastStopError = e as Error;
         result = null;
       }
     }

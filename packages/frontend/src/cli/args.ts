@@ -44,6 +44,8 @@ export interface FrontendCliOptions {
   output: 'auto' | 'json' | 'quiet';
   /** Interval between progress reports. */
   intervalMs: number;
+  /** Log every control message sent to stderr. */
+  trace: boolean;
 }
 
 export class UsageError extends Error {
@@ -83,6 +85,7 @@ export const FRONTEND_USAGE = `usage: vhost-ts frontend --socket-path=PATH --mod
   --blk-sectors=N      blk-verify: sectors to cover (0 = up to 64 MiB of the disk) [0]
   --json | --quiet     JSON lines even on a TTY | only the final summary
   --interval-ms=N      progress interval                                  [1000]
+  --trace              log every control message sent (stderr)
 Exit codes: 0 ok, 1 run failed (connection, verification), 2 bad arguments.`;
 
 const SUFFIX: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
@@ -103,7 +106,7 @@ function parseInt10(text: string, what: string, min: number, max: number): numbe
   return v;
 }
 
-const BOOLEAN_FLAGS = new Set(['server', 'packed', 'indirect', 'event-idx', 'no-mrg-rxbuf', 'poll', 'no-verify', 'json', 'quiet', 'help']);
+const BOOLEAN_FLAGS = new Set(['trace', 'server', 'packed', 'indirect', 'event-idx', 'no-mrg-rxbuf', 'poll', 'no-verify', 'json', 'quiet', 'help']);
 const VALUE_FLAGS = new Set([
   'socket-path', 'mode', 'queues', 'size', 'seconds', 'rate', 'queue-size', 'memory', 'layout', 'regions', 'burst',
   'window', 'timeout-ms', 'drain-ms', 'depth', 'blk-sectors', 'interval-ms', 'spin-us', 'cpu',
@@ -212,5 +215,6 @@ export function parseFrontendArgs(argv: readonly string[]): FrontendCliOptions {
     blkSectors: parseInt10(values.get('blk-sectors') ?? '0', '--blk-sectors', 0, 2 ** 40),
     output,
     intervalMs: parseInt10(values.get('interval-ms') ?? '1000', '--interval-ms', 50, 3_600_000),
+    trace: flags.has('trace'),
   };
 }

@@ -93,6 +93,7 @@ export async function runFrontendCli(argv: readonly string[], io: CliIo = {}): P
       indirect: opts.indirect,
       eventIdx: opts.eventIdx,
       timeoutMs: opts.timeoutMs,
+      ...(opts.trace ? { trace: (line: string) => stderr.write(`${line}\n`) } : {}),
     };
     if (opts.mode === 'blk-verify') {
       device = await openBlkDevice({ ...common, queues: opts.queues });
@@ -157,8 +158,10 @@ export async function runFrontendCli(argv: readonly string[], io: CliIo = {}): P
     if (tty) stdout.write('\n');
     const features = '0x' + device.features.toString(16);
     const protocolFeatures = '0x' + device.protocolFeatures.toString(16);
-    const stop = await device.close();
+    const dev = device;
+    const stop = await dev.close();
     device = null;
+    if (stop === null && dev.lastStopError) stderr.write(`vhost-ts frontend: stop sequence failed: ${dev.lastStopError.message}\n`);
     const line: NetSummaryLine = { type: 'summary', mode: opts.mode, features, protocolFeatures, bases: stop?.bases ?? null, ...res };
     write(line);
     return res.bad === 0 && res.duplicated === 0 ? 0 : 1;

@@ -458,7 +458,8 @@ export class NetTraffic {
     const sum = summarize(
       this.pairs.map((p) => p.counters),
       this.trackers,
-      mode === 'loop',
+      // Loss is known only for our own frames coming back, and only when they were checked.
+      mode === 'loop' && this.options.verify,
     );
     let kicks = 0;
     let calls = 0;
