@@ -207,19 +207,19 @@ export function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** Prints a table of medians: rows workloads, columns back-ends. */
-export function printTable(results: Result[], metric: (r: Result) => number, unit: string): void {
+/** Prints a table of medians with the min..max range: rows workloads, columns back-ends (4k: IOPS, 1m: MB/s). */
+export function printTable(results: Result[]): void {
   const backends = [...new Set(results.map((r) => r.backend))];
   const workloads = [...new Set(results.map((r) => r.workload))];
   const w0 = Math.max(...workloads.map((w) => w.length), 8);
-  console.log(`${'workload'.padEnd(w0)}  ${backends.map((b) => b.padStart(24)).join('')}`);
+  const W = 34;
+  console.log(`${'workload'.padEnd(w0)}  ${backends.map((b) => b.padStart(W)).join('')}`);
   for (const w of workloads) {
+    const mb = w.startsWith('1m');
     const cells = backends.map((b) => {
-      const xs = results.filter((r) => r.backend === b && r.workload === w).map(metric);
-      if (xs.length === 0) return '-'.padStart(24);
-      const unitHere = w.startsWith('1m') ? 'MB/s' : unit;
-      const val = w.startsWith('1m') ? median(results.filter((r) => r.backend === b && r.workload === w).map((r) => r.mbPerSec)) : median(xs);
-      return `${val.toFixed(0)} ${unitHere} (${xs.length}x)`.padStart(24);
+      const xs = results.filter((r) => r.backend === b && r.workload === w).map((r) => (mb ? r.mbPerSec : r.iops));
+      if (xs.length === 0) return '-'.padStart(W);
+      return `${median(xs).toFixed(0)} ${mb ? 'MB/s' : 'IOPS'} [${Math.min(...xs).toFixed(0)}..${Math.max(...xs).toFixed(0)}]`.padStart(W);
     });
     console.log(`${w.padEnd(w0)}  ${cells.join('')}`);
   }

@@ -65,8 +65,8 @@ try {
     for (const d of devs) await d.dev.close();
     for (const be of bes) await be.proc.close();
   }
-  console.log(`\nvhost-ts blk vs qemu-storage-daemon, same file, medians of ${rounds} interleaved rounds of ${seconds} s (4k: IOPS, 1m: MB/s)`);
-  printTable(results, (x) => x.iops, 'IOPS');
+  console.log(`\nvhost-ts blk vs qemu-storage-daemon, same file, medians of ${rounds} interleaved rounds of ${seconds} s (4k: IOPS, 1m: MB/s; median [min..max])`);
+  printTable(results);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
