@@ -31,6 +31,7 @@ const SPECS: OptionSpecs = {
   module: { kind: 'string', help: `processing module: ${Object.keys(NET_MODULES).join(', ')} or a path to a compiled module (default echo)` },
   'module-opt': { kind: 'list', help: 'module option key=value (repeatable), e.g. ip=10.0.0.1 for responder' },
   cpus: { kind: 'string', help: 'pin queue workers to these CPUs, e.g. 1 or 0,2-3 (worker i on the i-th, round robin)' },
+  'spin-us': { kind: 'int', min: 0, max: 10_000_000, help: 'busy-poll this long after the last packet before sleeping (default 20 when pinned)' },
   mac: { kind: 'string', help: 'offer VIRTIO_NET_F_MAC with this address in the config space' },
   mtu: { kind: 'int', min: 68, max: 65535, help: 'offer VIRTIO_NET_F_MTU with this MTU (and accept NET_SET_MTU)' },
   'stats-interval': { kind: 'string', help: 'seconds between statistics lines (default 1; 0 = none)' },
@@ -109,6 +110,7 @@ export async function runNet(argv: string[]): Promise<number> {
         ...(mac !== undefined ? { mac } : {}),
         ...(mtu !== undefined ? { mtu } : {}),
         ...(cpus !== undefined ? { cpus } : {}),
+        ...(o['spin-us'] !== undefined ? { spinUs: o['spin-us'] as number } : {}),
         manager,
         logger,
         ...(fabric !== null
