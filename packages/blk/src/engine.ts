@@ -399,7 +399,10 @@ export class BlkEngine {
         dev.describeHead(chain, head);
         rs.resubmitPos++;
         rs.c.resubmitted++;
-        this.submit(rs, chain);
+        // Synchronously, whatever the I/O mode: the runtime did not pop these chains, so its
+        // in-flight count (what a stop or pause drains) does not include them; they must not
+        // still be running when the ring is stopped or guest memory is swapped.
+        this.submit(rs, chain, true);
         n++;
       }
       rs.resubmit = [];
@@ -417,8 +420,8 @@ export class BlkEngine {
   }
 
   /** Serves one chain (popped or resubmitted). */
-  private submit(rs: RingState, chain: Chain): void {
-    const async = this.opts.io === 'async';
+  private submit(rs: RingState, chain: Chain, forceSync = false): void {
+    const async = !forceSync && this.opts.io === 'async';
     let req: BlkRequest;
     if (async) {
       req = this.acquire(rs);
