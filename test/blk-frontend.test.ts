@@ -5,7 +5,8 @@
 // daemon keeps serving; SIGHUP resizes; SIGTERM exits promptly and cleanly.
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { native } from '@vhost-ts/native';
 import { BLK_CONFIG_SIZE, BLK_DRIVER_FEATURES, BlkDriver as FrontBlk, FrontendDevice, VhostUserClient, blkVerify, decodeBlkConfig, openBlkDevice } from '@vhost-ts/frontend';
 import { ManagedProcess, makeTempDir, removeDir, socketPath } from '@vhost-ts/peers';
 import { createUsedBuffer } from '@vhost-ts/virtio';
@@ -243,6 +244,46 @@ describe('vhost-ts blk with the built-in front-end over a unix socket', () => {
     expect(st).toEqual({ code: 0, signal: null });
     expect(took).toBeLessThan(2000);
     expect(spawnSync('test', ['-e', d.sock]).status).not.toBe(0);
+  }, 60_000);
+
+  it('--fd=N serves an inherited listening socket; --client dials a listening front-end', async () => {
+    const file = path.join(dir, 'fd.img');
+    writeFileSync(file, new Uint8Array(0));
+    truncateSync(file, 4 * MiB);
+    // --fd: the socket is created by the parent and handed down as fd 3.
+    const sock = socketPath(dir, 'inherited.sock');
+    const lfd = native.unixListen(sock);
+    const child = spawn(process.execPath, [MAIN, 'blk', '--fd=3', `--blk-file=${file}`, '--stats-interval=0'], { stdio: ['ignore', 'ignore', 'pipe', lfd] });
+    native.close(lfd);
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      const dev = await openBlkDevice({ socketPath: sock, queueSize: 128 });
+      try {
+        const sum = await blkVerify(new FrontBlk(dev, { depth: 8 }), { requestBytes: 4096, sectors: 1024 });
+        expect([sum.mismatches, sum.errors, sum.writes > 0]).toEqual([0, 0, true]);
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+    // --client: the front-end listens, the back-end connects.
+    const csock = socketPath(dir, 'client.sock');
+    const devP = openBlkDevice({ socketPath: csock, server: true, queueSize: 128, timeoutMs: 15_000 });
+    await new Promise((r) => setTimeout(r, 200));
+    const be = new ManagedProcess(process.execPath, [MAIN, 'blk', '--client', `--socket-path=${csock}`, `--blk-file=${file}`, '--stats-interval=0'], { name: 'vhost-ts blk --client' });
+    try {
+      const dev = await devP;
+      try {
+        const sum = await blkVerify(new FrontBlk(dev, { depth: 8 }), { requestBytes: 4096, sectors: 1024 });
+        expect([sum.mismatches, sum.errors, sum.writes > 0]).toEqual([0, 0, true]);
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      expect((await be.close()).code, be.describe()).toBe(0);
+    }
   }, 60_000);
 
   it('--print-capabilities and usage errors', () => {
