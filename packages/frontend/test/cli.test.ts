@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
+import { native } from '@vhost-ts/native';
 import { runFrontendCli } from '@vhost-ts/frontend';
 import { FakeBackend } from './support/fake-backend.js';
 
@@ -57,7 +58,7 @@ describe('runFrontendCli', () => {
     const c = capture();
     const backendP = FakeBackend.listen(sock);
     const run = runFrontendCli(
-      [`--socket-path=${sock}`, '--mode=loop', '--queues=2', '--seconds=0.6', '--interval-ms=200', '--size=128'],
+      [`--socket-path=${sock}`, '--mode=loop', '--queues=2', '--seconds=0.6', '--interval-ms=200', '--size=128', '--drain-ms=3000'],
       { stdout: c.out, stderr: c.err, handleSignals: false },
     );
     const backend = await backendP;
@@ -110,6 +111,22 @@ describe('runFrontendCli', () => {
     const s = JSON.parse(lines[0]!) as { sent: number };
     expect(s.sent).toBeGreaterThan(0);
     expect(backend.txFrames).toBe(s.sent);
+  });
+
+  it('--server replaces a stale socket file but refuses a live one', async () => {
+    const sock = tmpSock();
+    native.close(native.unixListen(sock)); // leaves the socket file behind, nobody listening
+    const c = capture();
+    const run = runFrontendCli([`--socket-path=${sock}`, '--server', '--mode=tx', '--seconds=0.2', '--quiet'], { stdout: c.out, stderr: c.err, handleSignals: false });
+    const backend = await FakeBackend.connect(sock);
+    cleanup.push(() => backend.close());
+    backend.startData('sink');
+    expect(await run).toBe(0);
+    const live = native.unixListen(sock);
+    cleanup.push(() => native.close(live));
+    const c2 = capture();
+    expect(await runFrontendCli([`--socket-path=${sock}`, '--server', '--mode=tx', '--quiet'], { stdout: c2.out, stderr: c2.err, handleSignals: false })).toBe(1);
+    expect(c2.errText()).toMatch(/already listening/);
   });
 
   it('an abort signal ends the run early and still prints the summary', async () => {

@@ -124,6 +124,8 @@ export interface BlkDriverOptions {
   maxRequestBytes?: number;
   /** Default completion timeout (ms, default 10000). */
   timeoutMs?: number;
+  /** Put every request in an indirect table (default: when the rings were given indirect pools). */
+  indirect?: boolean;
 }
 
 export class BlkDriver {
@@ -137,6 +139,7 @@ export class BlkDriver {
   private readonly addrs = new Float64Array(3);
   private readonly lens = new Float64Array(3);
   private next = 0;
+  private readonly indirect: boolean;
   /** Requests completed, by outcome. */
   completed = 0;
   failed = 0;
@@ -147,6 +150,7 @@ export class BlkDriver {
     this.depth = options.depth ?? 16;
     this.maxRequestBytes = options.maxRequestBytes ?? 65536;
     this.timeoutMs = options.timeoutMs ?? 10000;
+    this.indirect = options.indirect ?? device.vrings.every((v) => v.indirect);
     const needSlots = this.depth * 3;
     for (const v of device.vrings) {
       if (!v.indirect && needSlots > v.size) throw new RangeError(`depth ${this.depth} needs ${needSlots} descriptors; queue size is ${v.size}`);
@@ -297,7 +301,7 @@ export class BlkDriver {
       slot.abandoned = true;
       reject?.(new BlkTimeoutError(`blk ${req.op} on queue ${qi} not completed within ${timeoutMs} ms`));
     }, timeoutMs);
-    if (q.ring.add(this.addrs, this.lens, outCount, n - outCount, si, req.indirect ?? false) < 0) {
+    if (q.ring.add(this.addrs, this.lens, outCount, n - outCount, si, req.indirect ?? this.indirect) < 0) {
       clearTimeout(slot.timer);
       slot.busy = false;
       throw new Error(`queue ${qi} has no free descriptors`);

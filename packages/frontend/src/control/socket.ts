@@ -3,7 +3,7 @@
  * back-end is not listening yet) or, in server mode, listen and accept one
  * back-end. Both asynchronous, with a timeout.
  */
-import { unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
 import { POLL_READABLE } from '@vhost-ts/native';
 import { native } from '../native.js';
 import { ReplyTimeoutError } from './connection.js';
@@ -27,12 +27,34 @@ export async function connectUnix(path: string, timeoutMs: number): Promise<numb
 }
 
 /**
- * Listens on `path` (which must not exist), accepts exactly one connection,
+ * unixListen, but a stale socket file at `path` (nobody accepts on it) is
+ * removed first; a live one (or a non-socket) is an error.
+ */
+function listenReplacingStale(path: string): number {
+  try {
+    return native.unixListen(path, 1);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    if (!lstatSync(path).isSocket()) throw new Error(`${path} exists and is not a socket`, { cause: e });
+    let fd = -1;
+    try {
+      fd = native.unixConnect(path);
+    } catch {
+      unlinkSync(path); // stale: nobody listening
+      return native.unixListen(path, 1);
+    }
+    native.close(fd);
+    throw new Error(`${path}: something is already listening on this socket`, { cause: e });
+  }
+}
+
+/**
+ * Listens on `path` (a stale socket file there is replaced), accepts exactly one connection,
  * then closes the listening socket and removes the path. `onListening` runs
  * once the socket exists (a test starts the back-end then).
  */
 export function acceptUnix(path: string, timeoutMs: number, onListening?: () => void): Promise<number> {
-  const listenFd = native.unixListen(path, 1);
+  const listenFd = listenReplacingStale(path);
   return new Promise<number>((resolve, reject) => {
     let done = false;
     const finish = (fd: number, err: Error | null): void => {
