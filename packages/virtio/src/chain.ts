@@ -62,6 +62,42 @@ export class Chain {
   }
 
   /**
+   * Fast path of a device ring's pop: makes this a chain of one descriptor
+   * [gpa, +len) (len > 0) that lies inside one region, in place of reset() +
+   * addBuffer(). Returns false, changing nothing, when the buffer is not inside
+   * one region (the caller then takes the general path, which reports errors).
+   */
+  setSingle(mem: GuestMemory, head: number, gpa: number, len: number, writable: boolean): boolean {
+    const r = mem.findRegion(gpa);
+    if (r < 0) return false;
+    const reg = mem.regions[r]!;
+    if (gpa + len > reg.end) return false;
+    this.mem = mem;
+    this.head = head;
+    this.descCount = 1;
+    this.indirect = false;
+    this.count = 1;
+    this.segRegion[0] = r;
+    this.segOffset[0] = gpa - reg.gpa;
+    this.segGpa[0] = gpa;
+    this.segLen[0] = len;
+    if (writable) {
+      this.segWritable[0] = 1;
+      this.readableCount = 0;
+      this.writableCount = 1;
+      this.readableBytes = 0;
+      this.writableBytes = len;
+    } else {
+      this.segWritable[0] = 0;
+      this.readableCount = 1;
+      this.writableCount = 0;
+      this.readableBytes = len;
+      this.writableBytes = 0;
+    }
+    return true;
+  }
+
+  /**
    * Appends one descriptor's buffer [gpa, +len), split at GPA-contiguous region
    * boundaries. Throws RingError ADDR_RANGE when any byte is outside guest memory
    * (including a crossing from a region end into a gap), WRITE_BEFORE_READ when

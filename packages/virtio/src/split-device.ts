@@ -237,6 +237,20 @@ export class SplitDeviceRing implements DeviceRing {
     if (this.error !== null) throw new RingError('BROKEN', `ring is broken: ${this.error.message}`);
     // avail.ring[last_avail % size]: plain read, ordered after the acquire load of avail.idx.
     const head = this.availU16[this.availRingW + (this.lastAvail & this.mask)]!;
+    if (head < this.size) {
+      // Fast path: one direct descriptor inside one region (the common net/blk case).
+      const dv = this.descDv;
+      const o = this.descOff + head * DESC_SIZE;
+      const flags = dv.getUint16(o + SPLIT_DESC_FLAGS, true);
+      if ((flags & (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT)) === 0) {
+        const hi = dv.getUint32(o + 4, true);
+        const len = dv.getUint32(o + 8, true);
+        if (hi < MAX_ADDR_HI && len !== 0 && chain.setSingle(this.mem, head, dv.getUint32(o, true) + hi * TWO_POW_32, len, (flags & VIRTQ_DESC_F_WRITE) !== 0)) {
+          this.lastAvail = (this.lastAvail + 1) & 0xffff;
+          return true;
+        }
+      }
+    }
     try {
       this.walk(chain, head);
     } catch (e) {
