@@ -9,7 +9,10 @@
  *   --lanes L        concurrent connections (default 3)
  *   --chunk N        messages between leak checks (default 20000)
  *   --only K         replay connection K of --seed alone: print its plan and outcome
+ *   --from K         start at connection K (resume a run)
  *   --no-witness     no well-behaved traffic connection alongside
+ *   --skip-known     rewrite the triggers of reported defects (lib/control-fuzz.ts avoidKnownDefects)
+ *                    so the run keeps exploring instead of crashing on them again
  *
  * The back-end is a child process (fixtures/backend.mjs: VhostUserDriver +
  * data plane + loopback module). After every chunk the fuzzer lets the
@@ -31,11 +34,13 @@ interface Args {
   lanes: number;
   chunk: number;
   only: number | null;
+  from: number;
   witness: boolean;
+  skipKnown: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { messages: 1_000_000, minutes: Infinity, seed: (Math.random() * 0x7fff_ffff) | 0, lanes: 3, chunk: 20_000, only: null, witness: true };
+  const a: Args = { messages: 1_000_000, minutes: Infinity, seed: (Math.random() * 0x7fff_ffff) | 0, lanes: 3, chunk: 20_000, only: null, from: 0, witness: true, skipKnown: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
     const v = (): number => {
@@ -49,7 +54,9 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--lanes') a.lanes = v();
     else if (k === '--chunk') a.chunk = v();
     else if (k === '--only') a.only = v();
+    else if (k === '--from') a.from = v();
     else if (k === '--no-witness') a.witness = false;
+    else if (k === '--skip-known') a.skipKnown = true;
     else throw new Error(`unknown option ${k} (see the header of fuzz-cli.ts)`);
   }
   return a;
@@ -80,7 +87,7 @@ async function replay(args: Args): Promise<void> {
   const be = await BackendProcess.start({ drivers: [DRIVER], echo: true });
   const lane = new FuzzLane(0);
   try {
-    const outcome = await runConnection(be.sockets.fuzz!, lane, args.seed, args.only!, 8000);
+    const outcome = await runConnection(be.sockets.fuzz!, lane, args.seed, args.only!, 8000, { avoidKnownDefects: args.skipKnown });
     await new Promise((r) => setTimeout(r, 500));
     console.log(JSON.stringify({ ...outcome, findings: outcome.findings.map((f) => `${f.kind}: ${f.detail}`), backendAlive: be.alive }, null, 2));
   } finally {
@@ -96,22 +103,48 @@ async function main(): Promise<number> {
     return 0;
   }
   const deadline = Date.now() + args.minutes * 60_000;
-  console.log(`control-plane fuzz: seed ${args.seed}, up to ${args.messages} messages${Number.isFinite(args.minutes) ? ` or ${args.minutes} min` : ''}, ${args.lanes} lanes`);
+  console.log(`control-plane fuzz: seed ${args.seed}, up to ${args.messages} messages${Number.isFinite(args.minutes) ? ` or ${args.minutes} min` : ''}, ${args.lanes} lanes${args.skipKnown ? ', known defects avoided' : ''}`);
   let { be, baseline } = await startBackend();
   let witness: Witness | null = args.witness ? await startWitness(be.sockets.fuzz!) : null;
-  const totals = { messages: 0, connections: 0, closedByBackend: 0, failureReplies: 0, crashes: 0, leaks: 0, findings: [] as Finding[], witnessStalls: 0, witnessWindows: 0, devicesReady: 0 };
+  const totals = { messages: 0, connections: 0, closedByBackend: 0, failureReplies: 0, crashes: 0, leaks: 0, findings: [] as Finding[], witnessStalls: 0, witnessMaxGapMs: 0, devicesReady: 0 };
   const t0 = Date.now();
-  let nextConnection = 0;
+  let nextConnection = args.from;
+  // The witness: the longest time without a received frame, and gaps over 2 s (stalls).
   let lastReceived = witness?.received() ?? 0;
+  let lastProgressAt = Date.now();
+  let inStall = false;
+  let monitoring = true;
   const monitor = setInterval(() => {
-    if (witness === null) return;
+    if (witness === null || !monitoring) return;
     const now = witness.received();
-    totals.witnessWindows++;
-    if (now === lastReceived) totals.witnessStalls++;
-    lastReceived = now;
-  }, 2000);
+    if (now !== lastReceived) {
+      lastReceived = now;
+      lastProgressAt = Date.now();
+      inStall = false;
+      return;
+    }
+    const gap = Date.now() - lastProgressAt;
+    totals.witnessMaxGapMs = Math.max(totals.witnessMaxGapMs, gap);
+    if (gap > 2000 && !inStall) {
+      inStall = true;
+      totals.witnessStalls++;
+    }
+  }, 100);
+  const resetWitnessClock = (): void => {
+    monitoring = true;
+    lastReceived = witness?.received() ?? 0;
+    lastProgressAt = Date.now();
+    inStall = false;
+  };
+  // Ctrl-C / SIGTERM: stop the children too.
+  let interrupted = false;
+  const onSignal = (): void => {
+    interrupted = true;
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
-    while (totals.messages < args.messages && Date.now() < deadline) {
+    while (totals.messages < args.messages && Date.now() < deadline && !interrupted) {
       const chunk = Math.min(args.chunk, args.messages - totals.messages);
       let maxIndex = nextConnection;
       const stats = await fuzzControlPlane({
@@ -120,7 +153,8 @@ async function main(): Promise<number> {
         messages: chunk,
         lanes: args.lanes,
         firstConnection: nextConnection,
-        shouldStop: () => !be.alive || Date.now() >= deadline,
+        shouldStop: () => !be.alive || Date.now() >= deadline || interrupted,
+        avoidKnownDefects: args.skipKnown,
         onConnection: (index) => {
           maxIndex = Math.max(maxIndex, index + 1);
         },
@@ -132,14 +166,19 @@ async function main(): Promise<number> {
       totals.failureReplies += stats.failureReplies;
       totals.findings.push(...stats.findings);
       for (const f of stats.findings) console.log(`FINDING [${f.kind}] seed=${f.seed} connection=${f.connection}: ${f.detail}\n${f.plan}`);
+      monitoring = false;
       if (!be.alive) {
         totals.crashes++;
-        console.log(`CRASH: the back-end died (${JSON.stringify(be.exitInfo)}) near connection ${nextConnection}; stderr:\n${be.stderr()}`);
+        await be.exited;
+        const suspects = [...stats.recent].sort((x, y) => x - y);
+        console.log(`CRASH: the back-end died (${JSON.stringify(be.exitInfo)}); the last connections started were ${suspects.join(', ')} (replay each with --seed ${args.seed} --only K); stderr:\n${be.stderr()}`);
+        for (const k of suspects) console.log(`connection ${k}:\n${describePlan(buildPlan(args.seed, k).plan)}`);
+        totals.findings = totals.findings.filter((f) => f.kind !== 'connect');
         await witness?.close().catch(() => undefined);
         await be.stop();
         ({ be, baseline } = await startBackend());
         witness = args.witness ? await startWitness(be.sockets.fuzz!) : null;
-        lastReceived = witness?.received() ?? 0;
+        resetWitnessClock();
         continue;
       }
       const logs = await be.logs();
@@ -158,10 +197,10 @@ async function main(): Promise<number> {
         baseline = await settledSnapshot(be);
       }
       witness = args.witness ? await startWitness(be.sockets.fuzz!) : null;
-      lastReceived = witness?.received() ?? 0;
+      resetWitnessClock();
       const s = (Date.now() - t0) / 1000;
       console.log(
-        `${new Date().toISOString()} messages ${totals.messages} connections ${totals.connections} (${(totals.messages / s).toFixed(0)}/s) devices ready ${totals.devicesReady} crashes ${totals.crashes} leaks ${totals.leaks} findings ${totals.findings.length} witness stalls ${totals.witnessStalls}/${totals.witnessWindows}`,
+        `${new Date().toISOString()} messages ${totals.messages} connections ${totals.connections} (${(totals.messages / s).toFixed(0)}/s) devices ready ${totals.devicesReady} crashes ${totals.crashes} leaks ${totals.leaks} findings ${totals.findings.length} witness stalls ${totals.witnessStalls} (longest gap ${totals.witnessMaxGapMs} ms)`,
       );
     }
   } finally {
@@ -170,7 +209,7 @@ async function main(): Promise<number> {
     await be.stop();
   }
   const seconds = (Date.now() - t0) / 1000;
-  const summary = { seed: args.seed, seconds: Math.round(seconds), messages: totals.messages, connections: totals.connections, closedByBackend: totals.closedByBackend, failureReplies: totals.failureReplies, devicesReady: totals.devicesReady, crashes: totals.crashes, leaks: totals.leaks, findings: totals.findings.length, witnessStalls: totals.witnessStalls, witnessWindows: totals.witnessWindows };
+  const summary = { seed: args.seed, skipKnown: args.skipKnown, seconds: Math.round(seconds), messages: totals.messages, connections: totals.connections, closedByBackend: totals.closedByBackend, failureReplies: totals.failureReplies, devicesReady: totals.devicesReady, crashes: totals.crashes, leaks: totals.leaks, findings: totals.findings.length, witnessStalls: totals.witnessStalls, witnessMaxGapMs: totals.witnessMaxGapMs };
   console.log(JSON.stringify(summary));
   return totals.crashes + totals.leaks + totals.findings.length + totals.witnessStalls > 0 ? 1 : 0;
 }

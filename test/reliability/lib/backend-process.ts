@@ -83,7 +83,8 @@ export class BackendProcess {
     this.dir = dir;
     this.sockets = sockets;
     this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
+      // 'close' (not 'exit'): stdio is drained by then, so the stderr of a crash is complete.
+      child.once('close', (code, signal) => {
         this.exitInfo = { code, signal };
         for (const p of this.pending.values()) {
           clearTimeout(p.timer);
