@@ -163,6 +163,29 @@ describe('ADD_MEM_REG / REM_MEM_REG', () => {
   });
 });
 
+describe('ADD_MEM_REG of a region already mapped (QEMU: one vhost device per net queue pair)', () => {
+  it('counts identical adds as references and unmaps the region with its last REM_MEM_REG', async () => {
+    await negotiate(fe, { protocol: PROTOCOL });
+    const base = await settledBaseline();
+    const dev = h.lastDevice();
+    const region = { guestPhysAddr: 0n, memorySize: 0x80000n, userspaceAddr: TEST_UVA, mmapOffset: 0n };
+    for (let i = 0; i < 2; i++) {
+      const fd = mem.dupFd();
+      expect(await fe.ack(FrontendRequest.ADD_MEM_REG, encodeSingleRegion(region), { fds: [fd] })).toBe(0n);
+      native.close(fd);
+    }
+    expect(dev.memory!.regions.length).toBe(1);
+    expect(await fe.ack(FrontendRequest.REM_MEM_REG, encodeSingleRegion(region))).toBe(0n);
+    expect(dev.memory!.regions.length).toBe(1); // one reference left
+    mem.bytes[0x10] = 0x7e;
+    expect(readGuestByte(dev, 0x10)).toBe(0x7e);
+    expect(await fe.ack(FrontendRequest.REM_MEM_REG, encodeSingleRegion(region))).toBe(0n);
+    expect(dev.memory).toBeNull();
+    expect(await fe.ack(FrontendRequest.REM_MEM_REG, encodeSingleRegion(region))).toBe(1n);
+    await expectBackToBaseline(base);
+  });
+});
+
 describe('mapping details', () => {
   it('seals sealable memfds against shrinking, maps from a page-aligned offset, splits big regions into views', async () => {
     await negotiate(fe, { protocol: PROTOCOL });

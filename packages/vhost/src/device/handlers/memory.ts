@@ -50,10 +50,31 @@ export function getMaxMemSlots(): Outcome {
   return { reply: encodeU64(BigInt(MAX_MEM_TABLE_REGIONS)) };
 }
 
+/**
+ * Extra ADD_MEM_REG references to a mapped region beyond the first. QEMU's
+ * vhost-user-net with several queue pairs runs one vhost device per pair over
+ * the same connection, and each sends ADD_MEM_REG (and later REM_MEM_REG) for
+ * the same regions: an identical add is a new reference, not an overlap, and
+ * the region goes away with its last reference. A new table (SET_MEM_TABLE)
+ * makes new region objects, so stale counts vanish with the old ones.
+ */
+const extraRefs = new WeakMap<MemoryRegion, number>();
+
+function sameRegion(r: MemoryRegion, range: RegionRange): boolean {
+  return r.guestPhysAddr === range.guestPhysAddr && r.userspaceAddr === range.userspaceAddr && r.size === range.size;
+}
+
 /** ADD_MEM_REG: "Exactly one file descriptor from which the memory is mapped". */
 export async function addMemReg(s: Session, msg: Incoming): Promise<Outcome> {
   const range = validateRegionDesc(decodeSingleRegion(msg.payload), 'ADD_MEM_REG region');
   const old = s.state.memory?.regions ?? [];
+  const twin = old.find((r) => sameRegion(r, range) && r.mmapOffset === range.mmapOffset);
+  if (twin !== undefined) {
+    s.closeFds(msg.fds.splice(0));
+    extraRefs.set(twin, (extraRefs.get(twin) ?? 0) + 1);
+    s.logger.debug(`ADD_MEM_REG: region at gpa 0x${range.guestPhysAddr.toString(16)} already mapped: one more reference`);
+    return;
+  }
   check(old.length < MAX_MEM_TABLE_REGIONS, `ADD_MEM_REG: all ${MAX_MEM_TABLE_REGIONS} memory slots are in use`);
   checkNoOverlap([...old, range]);
   const fd = takeFd(msg);
@@ -70,8 +91,13 @@ export async function remMemReg(s: Session, msg: Incoming): Promise<Outcome> {
   s.closeFds(msg.fds.splice(0));
   const range = validateRegionDesc(decodeSingleRegion(msg.payload), 'REM_MEM_REG region');
   const old = s.state.memory?.regions ?? [];
-  const victim = old.find((r) => r.guestPhysAddr === range.guestPhysAddr && r.userspaceAddr === range.userspaceAddr && r.size === range.size);
+  const victim = old.find((r) => sameRegion(r, range));
   check(victim !== undefined, () => `REM_MEM_REG: no region at gpa 0x${range.guestPhysAddr.toString(16)} uva 0x${range.userspaceAddr.toString(16)} size 0x${range.size.toString(16)}`);
+  const refs = extraRefs.get(victim) ?? 0;
+  if (refs > 0) {
+    extraRefs.set(victim, refs - 1);
+    return;
+  }
   const rest = old.filter((r) => r !== victim);
   await s.replaceMemory(rest.length > 0 ? new MemoryTable(rest) : null, [victim]);
 }
