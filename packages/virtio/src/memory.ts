@@ -55,6 +55,8 @@ export class GuestRegion {
   readonly dv: DataView;
   /** 16-bit words for Atomics on ring index/flag words: word i is bytes [2i, 2i+2) of the region. */
   readonly u16: Uint16Array;
+  /** 32-bit words (word i is bytes [4i, 4i+4)) for small word copies; null when sabOffset is not a multiple of 4. */
+  readonly u32: Uint32Array | null;
 
   constructor(init: GuestRegionInit) {
     const { gpa, size, sab, sabOffset } = init;
@@ -78,6 +80,7 @@ export class GuestRegion {
     this.u8 = new Uint8Array(sab, sabOffset, size);
     this.dv = new DataView(sab, sabOffset, size);
     this.u16 = new Uint16Array(sab, sabOffset, Math.floor(size / 2));
+    this.u32 = sabOffset % 4 === 0 ? new Uint32Array(sab, sabOffset, Math.floor(size / 4)) : null;
   }
 }
 
