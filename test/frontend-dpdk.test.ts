@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '@vhost-ts/native';
 import { acquirePeerLock, isTestpmdAvailable, makeTempDir, removeDir, socketPath, Testpmd } from '@vhost-ts/peers';
 import { NetTraffic, openNetDevice, type FrontendDevice } from '@vhost-ts/frontend';
+import { countResources } from './support/leaks.js';
 
 /** Seconds of traffic per case. */
 const SECS = 1.5;
@@ -35,6 +36,7 @@ for (const pairs of [1, 2]) {
     let tp: Testpmd | undefined;
     let dir = '';
     let affinity: number[] = [];
+    let baseline = { fds: 0, mappings: 0 };
     const devices: FrontendDevice[] = [];
 
     beforeAll(async () => {
@@ -43,6 +45,7 @@ for (const pairs of [1, 2]) {
       // testpmd forwards on CPU 1 (its main lcore sleeps on CPU 0): keep our thread on CPU 0.
       affinity = native.getAffinity();
       if (affinity.includes(0) && affinity.length > 1) native.setAffinity([0]);
+      baseline = { fds: countResources().fds, mappings: native.liveMappings() };
     }, 120_000);
 
     afterAll(async () => {
@@ -173,6 +176,12 @@ for (const pairs of [1, 2]) {
         expect(t.pairs[0]!.counters.merged).toBe(r.received);
       });
     }
+
+    it('after every case: no fd and no guest-memory mapping left behind', () => {
+      expect(devices).toHaveLength(0);
+      expect(countResources().fds).toBe(baseline.fds);
+      expect(native.liveMappings()).toBe(baseline.mappings);
+    });
   });
 }
 
