@@ -14,7 +14,7 @@
  * ```
  * Every fd received in a reply is owned by the caller (see {@link RawVhostClient.closeFds}).
  */
-import { FrontendRequest, HEADER_SIZE, requestFlags } from '@vhost-ts/vhost/protocol';
+import { encodeHeader, FrontendRequest, HEADER_SIZE, requestFlags } from '@vhost-ts/vhost/protocol';
 import { closeFds, VhostConnection, type CloseInfo, type VhostMessage } from './control/connection.js';
 import { acceptUnix, connectUnix } from './control/socket.js';
 
@@ -50,10 +50,7 @@ export interface RawClientOptions {
 export function encodeRawMessage(opts: RawSendOptions): Uint8Array {
   const payload = opts.payload ?? new Uint8Array(0);
   const out = new Uint8Array(HEADER_SIZE + payload.byteLength);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, opts.request >>> 0, true);
-  dv.setUint32(4, (opts.flags ?? requestFlags()) >>> 0, true);
-  dv.setUint32(8, (opts.size ?? payload.byteLength) >>> 0, true);
+  encodeHeader({ request: opts.request >>> 0, flags: (opts.flags ?? requestFlags()) >>> 0, size: (opts.size ?? payload.byteLength) >>> 0 }, out, 0);
   out.set(payload, HEADER_SIZE);
   if (opts.truncateTo !== undefined) {
     if (opts.truncateTo < 0 || opts.truncateTo > out.byteLength) throw new RangeError(`truncateTo ${opts.truncateTo} outside the message`);

@@ -20,7 +20,7 @@ import {
   FLAG_VERSION_MASK,
   FrontendRequest,
   frontendRequestName,
-  HEADER_SIZE,
+  encodeMessage,
   hasReplyBody,
   PROTOCOL_VERSION,
   ProtocolFeature,
@@ -125,12 +125,7 @@ export class VhostUserClient {
     const body = hasReplyBody(request, this.protocolFeatures);
     const needReply = !body && this.replyAck && (opts.needReply ?? this.ackAll);
     const flags = PROTOCOL_VERSION | (needReply ? FLAG_NEED_REPLY : 0);
-    const msg = new Uint8Array(HEADER_SIZE + payload.byteLength);
-    const dv = new DataView(msg.buffer);
-    dv.setUint32(0, request, true);
-    dv.setUint32(4, flags, true);
-    dv.setUint32(8, payload.byteLength, true);
-    msg.set(payload, HEADER_SIZE);
+    const msg = encodeMessage(request, flags, payload);
     this.trace?.(`-> ${frontendRequestName(request)} flags=0x${flags.toString(16)} size=${payload.byteLength} fds=${opts.fds?.length ?? 0}`);
     await this.connection.send(msg, opts.fds ?? []);
     if (!body && !needReply) return undefined;

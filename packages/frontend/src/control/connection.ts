@@ -9,7 +9,7 @@
  * is writable (the fds went with the first byte).
  */
 import { POLL_DISCONNECT, POLL_READABLE, POLL_WRITABLE, type Poller } from '@vhost-ts/native';
-import { HEADER_SIZE } from '@vhost-ts/vhost/protocol';
+import { decodeHeader, HEADER_SIZE } from '@vhost-ts/vhost/protocol';
 import { native } from '../native.js';
 
 /** One message read from the socket. The receiver owns `fds` (close them). */
@@ -86,7 +86,6 @@ export class VhostConnection {
 
   // receive state
   private readonly hdr = new Uint8Array(HEADER_SIZE);
-  private readonly hdrView = new DataView(this.hdr.buffer);
   private hdrGot = 0;
   private payload: Uint8Array | null = null;
   private payloadGot = 0;
@@ -158,7 +157,7 @@ export class VhostConnection {
       if (this.payload === null) {
         this.hdrGot += r.bytes;
         if (this.hdrGot < HEADER_SIZE) continue;
-        const size = this.hdrView.getUint32(8, true);
+        const size = decodeHeader(this.hdr).size;
         if (size > this.maxPayload) {
           this.shutdown({ by: 'error', error: new Error(`peer announced a ${size}-byte payload (limit ${this.maxPayload})`) });
           return;
@@ -170,13 +169,8 @@ export class VhostConnection {
         this.payloadGot += r.bytes;
         if (this.payloadGot < this.payload.byteLength) continue;
       }
-      const msg: VhostMessage = {
-        request: this.hdrView.getUint32(0, true),
-        flags: this.hdrView.getUint32(4, true),
-        size: this.hdrView.getUint32(8, true),
-        payload: this.payload,
-        fds: this.fdsInFlight,
-      };
+      const h = decodeHeader(this.hdr);
+      const msg: VhostMessage = { request: h.request, flags: h.flags, size: h.size, payload: this.payload, fds: this.fdsInFlight };
       this.hdrGot = 0;
       this.payload = null;
       this.fdsInFlight = [];

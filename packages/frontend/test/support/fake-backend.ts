@@ -19,7 +19,7 @@ import {
   encodeVringState,
   FLAG_NEED_REPLY,
   FrontendRequest,
-  HEADER_SIZE,
+  encodeMessage,
   REPLY_FLAGS,
 } from '@vhost-ts/vhost/protocol';
 import {
@@ -135,13 +135,7 @@ export class FakeBackend {
   }
 
   private reply(request: number, payload: Uint8Array): void {
-    const msg = new Uint8Array(HEADER_SIZE + payload.byteLength);
-    const dv = new DataView(msg.buffer);
-    dv.setUint32(0, request, true);
-    dv.setUint32(4, REPLY_FLAGS, true);
-    dv.setUint32(8, payload.byteLength, true);
-    msg.set(payload, HEADER_SIZE);
-    void this.conn.send(msg).catch(() => undefined);
+    void this.conn.send(encodeMessage(request, REPLY_FLAGS, payload)).catch(() => undefined);
   }
 
   private vring(i: number): VringState {
