@@ -34,6 +34,7 @@ import {
 } from '@vhost-ts/vhost/protocol';
 import { VIRTQ_DESC_F_AVAIL as AV, VIRTQ_DESC_F_NEXT as NEXT, VIRTQ_DESC_F_WRITE as WRITE } from '@vhost-ts/virtio';
 import { assertBackToBaseline, type ResourceSnapshot } from '../support/leaks.js';
+import { ensureBuilt } from './lib/build.js';
 import { BackendProcess } from './lib/backend-process.js';
 import { HostileGuest } from './lib/hostile-guest.js';
 import { startWitness, type Witness } from './lib/witness.js';
@@ -47,6 +48,7 @@ let witness: Witness;
 let baseline: ResourceSnapshot;
 
 beforeAll(async () => {
+  await ensureBuilt();
   be = await BackendProcess.start({
     drivers: [
       { name: 'dev', module: 'loopback', queuesPerWorker: 2, maxQueues: 2, features: [32, 28, 34], inflight: true, ackTimeoutMs: 2000 },
@@ -60,7 +62,7 @@ beforeAll(async () => {
   await w.close();
   baseline = await be.snapshot();
   witness = await startWitness(be.sockets.other!);
-});
+}, 200_000);
 
 afterAll(async () => {
   await witness?.close().catch(() => undefined);

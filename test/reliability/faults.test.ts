@@ -15,6 +15,7 @@ import { F_SEAL_SEAL, F_SEAL_SHRINK, native } from '@vhost-ts/native';
 import { BackendRefusedError, FrontendDevice, FrontendMemory, NetTraffic, VhostUserClient } from '@vhost-ts/frontend';
 import { FrontendRequest, encodeMemoryTable, encodeVringState } from '@vhost-ts/vhost/protocol';
 import { assertBackToBaseline, type ResourceSnapshot } from '../support/leaks.js';
+import { ensureBuilt } from './lib/build.js';
 import { BackendProcess, fixturePath } from './lib/backend-process.js';
 import { HostileGuest } from './lib/hostile-guest.js';
 import { Prng } from './lib/prng.js';
@@ -30,6 +31,7 @@ let witness: Witness;
 let baseline: ResourceSnapshot;
 
 beforeAll(async () => {
+  await ensureBuilt();
   be = await BackendProcess.start({
     drivers: [
       { name: 'dev', module: 'loopback', queuesPerWorker: 2, maxQueues: 2, features: [32], ackTimeoutMs: 2000 },
@@ -46,7 +48,7 @@ beforeAll(async () => {
   witness = await startWitness(be.sockets.other!);
   await witness.flows(50);
   baseline = await settled();
-}, 60_000);
+}, 200_000);
 
 afterAll(async () => {
   await witness?.close().catch(() => undefined);

@@ -106,9 +106,12 @@ async function main(): Promise<number> {
   console.log(`control-plane fuzz: seed ${args.seed}, up to ${args.messages} messages${Number.isFinite(args.minutes) ? ` or ${args.minutes} min` : ''}, ${args.lanes} lanes${args.skipKnown ? ', known defects avoided' : ''}`);
   let { be, baseline } = await startBackend();
   let witness: Witness | null = args.witness ? await startWitness(be.sockets.fuzz!) : null;
-  const totals = { messages: 0, connections: 0, closedByBackend: 0, failureReplies: 0, crashes: 0, leaks: 0, findings: [] as Finding[], witnessStalls: 0, witnessMaxGapMs: 0, devicesReady: 0 };
+  const totals = { messages: 0, connections: 0, closedByBackend: 0, failureReplies: 0, crashes: 0, leaks: 0, findings: [] as Finding[], witnessStalls: 0, witnessMaxGapMs: 0, devicesReady: 0, internalErrors: {} as Record<string, number> };
   const t0 = Date.now();
   let nextConnection = args.from;
+  /** Per back-end process: internal-error lines already reported, devices ready before a restart. */
+  let internalSeen = 0;
+  let readyBefore = 0;
   // The witness: the longest time without a received frame, and gaps over 2 s (stalls).
   let lastReceived = witness?.received() ?? 0;
   let lastProgressAt = Date.now();
@@ -175,6 +178,8 @@ async function main(): Promise<number> {
         for (const k of suspects) console.log(`connection ${k}:\n${describePlan(buildPlan(args.seed, k).plan)}`);
         totals.findings = totals.findings.filter((f) => f.kind !== 'connect');
         await witness?.close().catch(() => undefined);
+        readyBefore = totals.devicesReady;
+        internalSeen = 0;
         await be.stop();
         ({ be, baseline } = await startBackend());
         witness = args.witness ? await startWitness(be.sockets.fuzz!) : null;
@@ -182,9 +187,16 @@ async function main(): Promise<number> {
         continue;
       }
       const logs = await be.logs();
-      totals.devicesReady = logs.ready;
-      if (logs.internal > 0) {
-        totals.findings.push({ seed: args.seed, connection: -1, kind: 'bad-reply', detail: `internal errors in the back-end log: ${logs.tail.filter((l) => l.includes('internal error')).join(' | ')}`, plan: '' });
+      totals.devicesReady = readyBefore + logs.ready;
+      if (logs.internal > internalSeen) {
+        const lines = logs.internalLines;
+        console.log(`INTERNAL ERROR(S) in the back-end log (${logs.internal - internalSeen} new; last connections ${[...stats.recent].sort((x, y) => x - y).join(', ')}):\n${lines.join('\n')}`);
+        for (const l of lines.slice(-(logs.internal - internalSeen))) {
+          const sig = /internal error: ([^\n]*)/.exec(l)?.[1]?.replace(/\d+/g, 'N') ?? 'unknown';
+          totals.internalErrors[sig] = (totals.internalErrors[sig] ?? 0) + 1;
+        }
+        totals.findings.push({ seed: args.seed, connection: -1, kind: 'bad-reply', detail: `internal errors in the back-end log: ${lines.join(' | ')}`, plan: '' });
+        internalSeen = logs.internal;
       }
       // Leak check while the lanes are idle: the witness's device is not in the baseline, so
       // close it first, compare, then start a new one.
@@ -209,7 +221,7 @@ async function main(): Promise<number> {
     await be.stop();
   }
   const seconds = (Date.now() - t0) / 1000;
-  const summary = { seed: args.seed, skipKnown: args.skipKnown, seconds: Math.round(seconds), messages: totals.messages, connections: totals.connections, closedByBackend: totals.closedByBackend, failureReplies: totals.failureReplies, devicesReady: totals.devicesReady, crashes: totals.crashes, leaks: totals.leaks, findings: totals.findings.length, witnessStalls: totals.witnessStalls, witnessMaxGapMs: totals.witnessMaxGapMs };
+  const summary = { seed: args.seed, skipKnown: args.skipKnown, seconds: Math.round(seconds), messages: totals.messages, connections: totals.connections, closedByBackend: totals.closedByBackend, failureReplies: totals.failureReplies, devicesReady: totals.devicesReady, crashes: totals.crashes, leaks: totals.leaks, findings: totals.findings.length, witnessStalls: totals.witnessStalls, witnessMaxGapMs: totals.witnessMaxGapMs, internalErrors: totals.internalErrors };
   console.log(JSON.stringify(summary));
   return totals.crashes + totals.leaks + totals.findings.length + totals.witnessStalls > 0 ? 1 : 0;
 }

@@ -7,10 +7,17 @@
  *
  * Env: VHOST_TS_FUZZ_SEED (default 0x5eed), VHOST_TS_FUZZ_MESSAGES (default 20000).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { native, POLL_READABLE } from '@vhost-ts/native';
+import { VhostConnection } from '@vhost-ts/frontend';
+import { FLAG_NEED_REPLY, FrontendRequest, encodeU64, frontendRequestRule } from '@vhost-ts/vhost/protocol';
 import { assertBackToBaseline, type ResourceSnapshot } from '../support/leaks.js';
+import { ensureBuilt } from './lib/build.js';
 import { BackendProcess } from './lib/backend-process.js';
-import { FUZZ_DRIVER_FEATURES, FUZZ_MAX_QUEUES, fuzzControlPlane, type Finding } from './lib/control-fuzz.js';
+import { FUZZ_DRIVER_FEATURES, FUZZ_MAX_QUEUES, OFFERED_FEATURES, OFFERED_PROTOCOL, fuzzControlPlane, type Finding } from './lib/control-fuzz.js';
 import { startWitness } from './lib/witness.js';
 
 const SEED = Number(process.env.VHOST_TS_FUZZ_SEED ?? 0x5eed);
@@ -20,6 +27,7 @@ let be: BackendProcess;
 let baseline: ResourceSnapshot;
 
 beforeAll(async () => {
+  await ensureBuilt();
   be = await BackendProcess.start({
     drivers: [
       { name: 'fuzz', module: 'loopback', queuesPerWorker: 2, maxQueues: FUZZ_MAX_QUEUES, features: FUZZ_DRIVER_FEATURES, config: true, inflight: true, ackTimeoutMs: 2000, callbackTimeoutMs: 5000 },
@@ -30,7 +38,7 @@ beforeAll(async () => {
   await w.flows(100);
   await w.close();
   baseline = await settle(be);
-});
+}, 200_000);
 
 afterAll(async () => {
   await be?.stop();
@@ -91,7 +99,7 @@ describe('control-plane fuzzer', () => {
     expect(be.alive, `the back-end died: ${JSON.stringify(be.exitInfo)}\n${be.stderr()}`).toBe(true);
     expect(stats.findings, report(stats.findings)).toEqual([]);
     expect(stats.messages).toBeGreaterThanOrEqual(MESSAGES);
-    expect(logs!.internal, `internal errors in the back-end log:\n${logs!.tail.filter((l) => l.includes('internal error')).join('\n')}`).toBe(0);
+    expect(logs!.internal, `internal errors in the back-end log:\n${logs!.internalLines.join('\n\n')}`).toBe(0);
     // Rings really got started by fuzzed sequences.
     expect(logs!.ready).toBeGreaterThan(stats.connections / 10);
     // The witness: traffic never stalled for a whole 2 s window and nothing came back corrupted.
@@ -102,4 +110,72 @@ describe('control-plane fuzzer', () => {
     await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 15_000 });
     expect(await be.workerDevices()).toBe(0);
   }, 240_000);
+});
+
+/**
+ * A fake back-end for checking the oracle: `accept-all` answers every message that wants an
+ * answer with success and never closes; `mute` reads and never answers.
+ */
+async function withFakeBackend<T>(mode: 'accept-all' | 'mute', fn: (socketPath: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'vhost-ts-fake-'));
+  const socketPath = path.join(dir, 'fake.sock');
+  const listenFd = native.unixListen(socketPath);
+  const conns = new Set<VhostConnection>();
+  const serve = async (conn: VhostConnection): Promise<void> => {
+    for (;;) {
+      let m;
+      try {
+        m = await conn.receive(Infinity);
+      } catch {
+        return;
+      }
+      for (const fd of m.fds) native.close(fd);
+      if (mode === 'mute') continue;
+      const rule = frontendRequestRule(m.request);
+      if ((m.flags & FLAG_NEED_REPLY) === 0 && (rule === undefined || rule.reply === 'none')) continue;
+      const value = m.request === FrontendRequest.GET_FEATURES ? OFFERED_FEATURES : m.request === FrontendRequest.GET_PROTOCOL_FEATURES ? OFFERED_PROTOCOL : 0n;
+      const payload = m.request === FrontendRequest.GET_VRING_BASE ? m.payload.slice(0, 8) : encodeU64(value);
+      const out = new Uint8Array(12 + payload.byteLength);
+      const dv = new DataView(out.buffer);
+      dv.setUint32(0, m.request, true);
+      dv.setUint32(4, 0x5, true);
+      dv.setUint32(8, payload.byteLength, true);
+      out.set(payload, 12);
+      await conn.send(out).catch(() => undefined);
+    }
+  };
+  const poller = new native.Poller(listenFd, () => {
+    for (;;) {
+      const fd = native.unixAccept(listenFd);
+      if (fd < 0) return;
+      const conn = new VhostConnection(fd);
+      conns.add(conn);
+      void serve(conn).finally(() => {
+        conn.close();
+        conns.delete(conn);
+      });
+    }
+  });
+  poller.start(POLL_READABLE);
+  try {
+    return await fn(socketPath);
+  } finally {
+    poller.close();
+    native.close(listenFd);
+    for (const c of conns) c.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('the fuzzer oracle can fail', () => {
+  it('flags a back-end that accepts invalid messages (accepted-invalid findings)', async () => {
+    const stats = await withFakeBackend('accept-all', (socketPath) => fuzzControlPlane({ socketPath, seed: SEED, messages: 3000, lanes: 2, replyTimeoutMs: 1000 }));
+    const kinds = new Set(stats.findings.map((f) => f.kind));
+    expect(kinds.has('accepted-invalid'), JSON.stringify([...kinds])).toBe(true);
+  });
+
+  it('flags a back-end that never answers (hang findings)', async () => {
+    const stats = await withFakeBackend('mute', (socketPath) => fuzzControlPlane({ socketPath, seed: SEED, messages: 200, lanes: 2, replyTimeoutMs: 100 }));
+    expect(stats.findings.some((f) => f.kind === 'hang')).toBe(true);
+  });
 });

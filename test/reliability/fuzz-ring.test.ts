@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeviceStatus } from '@vhost-ts/vhost/protocol';
 import { VIRTQ_DESC_F_AVAIL as AV, VIRTQ_DESC_F_INDIRECT as IND, VIRTQ_DESC_F_NEXT as NEXT, VIRTQ_DESC_F_USED as US, VIRTQ_DESC_F_WRITE as WRITE } from '@vhost-ts/virtio';
 import { assertBackToBaseline, type ResourceSnapshot } from '../support/leaks.js';
+import { ensureBuilt } from './lib/build.js';
 import { BackendProcess } from './lib/backend-process.js';
 import { CANARY_BYTES, HostileGuest } from './lib/hostile-guest.js';
 import { Prng } from './lib/prng.js';
@@ -31,6 +32,7 @@ let witness: Witness;
 let baseline: ResourceSnapshot;
 
 beforeAll(async () => {
+  await ensureBuilt();
   be = await BackendProcess.start({
     drivers: [
       { name: 'victim', module: 'loopback', queuesPerWorker: 2, maxQueues: 2, features: [32, 28, 34], ackTimeoutMs: 2000 },
@@ -46,7 +48,7 @@ beforeAll(async () => {
   await w.close();
   baseline = await be.snapshot();
   witness = await startWitness(be.sockets.other!);
-});
+}, 200_000);
 
 afterAll(async () => {
   await witness?.close().catch(() => undefined);

@@ -62,6 +62,8 @@ export interface ChildLogs {
   counts: { debug: number; info: number; warn: number; error: number };
   /** Lines saying "internal error" (an exception a handler did not expect: a bug). */
   internal: number;
+  /** The last 20 internal-error lines, each with the preceding lines of its connection. */
+  internalLines: string[];
   /** "device ready" lines (devices that reached newDevice). */
   ready: number;
   tail: string[];
