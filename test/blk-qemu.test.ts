@@ -74,6 +74,21 @@ mark read-sha $(dd if=/dev/vda bs=64k count=${chunks} iflag=direct 2>/dev/null |
 `;
 }
 
+const DISK_SECTORS = (64 * 1024 * 1024) / 512;
+
+/** Reports the size, then waits (up to 60 s) for it to change and writes/reads back at the new end. */
+const RESIZE_SCRIPT = `
+mark size1 $(cat /sys/block/vda/size)
+i=0
+while [ $(cat /sys/block/vda/size) -le ${DISK_SECTORS} ] && [ $i -lt 600 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
+mark size2 $(cat /sys/block/vda/size)
+dd if=/dev/urandom of=/tmp/tail bs=64k count=16 2>/dev/null
+mark tail-sha $(sha256sum < /tmp/tail)
+dd if=/tmp/tail of=/dev/vda bs=64k seek=1024 count=16 oflag=direct conv=fsync 2>/dev/null
+mark tail-rc $?
+mark tail-read $(dd if=/dev/vda bs=64k skip=1024 count=16 iflag=direct 2>/dev/null | sha256sum)
+`;
+
 const BASIC_CHUNKS = 128; // 8 MiB
 const RESTART_CHUNKS = 64; // 4 MiB, with every completion held 150 ms
 const RESTART_BIG_CHUNKS = 512; // 32 MiB at full speed, so the kill lands mid-stream
@@ -82,6 +97,7 @@ let dir = '';
 let basicGuest: GuestImage;
 let restartGuest: GuestImage;
 let restartBigGuest: GuestImage;
+let resizeGuest: GuestImage;
 let release: (() => Promise<void>) | undefined;
 
 function sha256(b: Uint8Array): string {
@@ -123,6 +139,7 @@ describe('QEMU guest on vhost-ts blk (vhost-user-blk-pci, 2 queues, memfd shared
     basicGuest = await buildGuest({ script: writeReadScript(BASIC_CHUNKS) });
     restartGuest = await buildGuest({ script: restartScript(RESTART_CHUNKS) });
     restartBigGuest = await buildGuest({ script: restartScript(RESTART_BIG_CHUNKS) });
+    resizeGuest = await buildGuest({ script: RESIZE_SCRIPT });
     release = await acquirePeerLock();
     dir = await makeTempDir('blk-qemu');
   }, 600_000);
@@ -173,6 +190,34 @@ describe('QEMU guest on vhost-ts blk (vhost-user-blk-pci, 2 queues, memfd shared
       await sd.close();
     }
     checkRun(run, file, BASIC_CHUNKS);
+  }, 180_000);
+
+  it.skipIf(!hasQemu)('SIGHUP after the backing file grew: the guest sees the new capacity (CONFIG_CHANGE_MSG) and uses it (needs qemu-system-x86_64)', async () => {
+    const file = newDisk('resize.img');
+    const sock = socketPath(dir, 'resize.sock');
+    const be = startDaemon(sock, file);
+    try {
+      await be.waitForOutput(/listening/, { timeoutMs: 15_000 });
+      const guest = await QemuGuest.start({ image: resizeGuest, blk: [{ socketPath: sock, numQueues: 2 }] });
+      let run: GuestRun;
+      try {
+        expect(await guest.waitForMarker('size1', 90_000)).toBe(String(DISK / 512));
+        truncateSync(file, 2 * DISK);
+        be.signal('SIGHUP');
+        await be.waitForOutput(/capacity 67108864 -> 134217728 bytes \(1 device\(s\) notified\)/, { timeoutMs: 10_000 });
+        run = await guest.waitForExit(90_000);
+      } finally {
+        await guest.close();
+      }
+      const ctx = `\n--- guest serial ---\n${run.serial}`;
+      expect(markerValue(run.markers, 'size2'), ctx).toBe(String((2 * DISK) / 512));
+      expect(markerValue(run.markers, 'tail-rc'), ctx).toBe('0');
+      const sha = markerValue(run.markers, 'tail-sha')?.split(' ')[0];
+      expect(markerValue(run.markers, 'tail-read')?.split(' ')[0], ctx).toBe(sha);
+      expect(sha256(readFileSync(file).subarray(DISK, DISK + MiB))).toBe(sha);
+    } finally {
+      expect((await be.close()).code, be.describe()).toBe(0);
+    }
   }, 180_000);
 
   /**
