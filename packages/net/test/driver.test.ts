@@ -19,9 +19,11 @@ import {
   VIRTIO_NET_F_MTU,
   hasFeature,
 } from '@vhost-ts/virtio';
-import { ProtocolFeature, hasBit } from '@vhost-ts/vhost/protocol';
+import { FrontendRequest, ProtocolFeature, bits, encodeRarp, hasBit } from '@vhost-ts/vhost/protocol';
+import { native } from '@vhost-ts/native';
+import { createUsedBuffer } from '@vhost-ts/virtio';
 import { silentLogger } from '@vhost-ts/vhost';
-import { VhostUserClient, openNetDevice } from '@vhost-ts/frontend';
+import { FrontendDevice, VhostUserClient, openNetDevice } from '@vhost-ts/frontend';
 import { echoCheck } from './support/echo-check.js';
 import {
   NET_CONFIG_SIZE,
@@ -144,4 +146,35 @@ describe('NetDriver over a socket', () => {
       expect(drv.workers(drv.devices[0]!)!.workerCount).toBe(2);
     });
   }
+
+  it('SEND_RARP: the announcement arrives in the RX ring of queue pair 0', async () => {
+    const sock = tempSocket();
+    await startDriver({ path: sock, queuePairs: 1, module: 'echo' });
+    const client = await VhostUserClient.connect(sock, { timeoutMs: 5000 });
+    const dev = await FrontendDevice.start(client, {
+      vrings: 2,
+      protocolFeatures: bits(ProtocolFeature.REPLY_ACK, ProtocolFeature.MQ, ProtocolFeature.STATUS, ProtocolFeature.RARP),
+      deviceFeatures: 1n << 15n,
+    });
+    cleanups.push(() => dev.close());
+    const rx = dev.vrings[0]!;
+    const buf = dev.memory.allocator.alloc(4096, 4096);
+    const where = dev.memory.locate(buf.gpa, buf.size);
+    expect(rx.ring.add([buf.gpa], [2048], 0, 1, 7)).toBeGreaterThanOrEqual(0);
+    if (rx.ring.needsKick()) native.eventfdWrite(rx.kickFd, 1);
+    const mac = parseMac('52:54:00:aa:bb:cc');
+    await client.request(FrontendRequest.SEND_RARP, encodeRarp(mac));
+    const used = createUsedBuffer<number>();
+    const end = Date.now() + 5000;
+    while (!rx.ring.getUsed(used)) {
+      if (Date.now() > end) throw new Error('no RARP frame in RX');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(used.token).toBe(7);
+    expect(used.len).toBe(12 + 60);
+    const f = where.region.u8.subarray(where.offset + 12, where.offset + 72);
+    expect(Array.from(f.subarray(0, 6))).toEqual([255, 255, 255, 255, 255, 255]);
+    expect(f.subarray(6, 12)).toEqual(mac);
+    expect((f[12]! << 8) | f[13]!).toBe(0x8035);
+  });
 });
