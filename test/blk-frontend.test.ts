@@ -12,6 +12,9 @@ import { ManagedProcess, makeTempDir, removeDir, socketPath } from '@vhost-ts/pe
 import { createUsedBuffer } from '@vhost-ts/virtio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+/** A loop device can be set up here (root, losetup, /dev/loop-control). */
+const canLoop = process.getuid?.() === 0 && spawnSync('losetup', ['--version']).status === 0 && spawnSync('test', ['-e', '/dev/loop-control']).status === 0;
+
 const MAIN = path.resolve(import.meta.dirname, '../packages/cli/dist/main.js');
 const MiB = 1024 * 1024;
 const DISK = 16 * MiB;
@@ -283,6 +286,34 @@ describe('vhost-ts blk with the built-in front-end over a unix socket', () => {
       }
     } finally {
       expect((await be.close()).code, be.describe()).toBe(0);
+    }
+  }, 60_000);
+
+  it.skipIf(!canLoop)('a block device as the backing store: capacity from its size, patterns read back (needs root and losetup)', async () => {
+    const img = path.join(dir, 'loop.img');
+    writeFileSync(img, new Uint8Array(0));
+    truncateSync(img, 6 * MiB);
+    const lo = spawnSync('losetup', ['-f', '--show', img], { encoding: 'utf8' });
+    expect(lo.status, lo.stderr).toBe(0);
+    const loop = lo.stdout.trim();
+    try {
+      const sock = socketPath(dir, 'loop.sock');
+      const be = new ManagedProcess(process.execPath, [MAIN, 'blk', `--socket-path=${sock}`, `--blk-file=${loop}`, '--stats-interval=0'], { name: 'vhost-ts blk (loop)' });
+      try {
+        await be.waitForOutput(`blk back-end: ${loop}, ${6 * MiB} bytes`, { timeoutMs: 15_000 });
+        const dev = await open({ proc: be, sock, file: loop });
+        try {
+          expect(decodeBlkConfig(dev.config).capacity).toBe((6 * MiB) / 512);
+          const sum = await blkVerify(new FrontBlk(dev, { depth: 8 }), { requestBytes: 65536, sectors: (6 * MiB) / 512 });
+          expect([sum.mismatches, sum.errors, sum.flush, sum.outOfRangeRejected]).toEqual([0, 0, 'ok', true]);
+        } finally {
+          await dev.close();
+        }
+      } finally {
+        expect((await be.close()).code, be.describe()).toBe(0);
+      }
+    } finally {
+      spawnSync('losetup', ['-d', loop]);
     }
   }, 60_000);
 
