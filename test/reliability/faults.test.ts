@@ -181,7 +181,7 @@ describe('guest memory shrunk behind the back-end', () => {
         expect(native.getSeals(fd) & F_SEAL_SHRINK).toBe(F_SEAL_SHRINK);
         expect(() => native.ftruncate(fd, 4096)).toThrow(/EPERM/);
       }
-      const r = await new NetTraffic(fe, { mode: 'loop', frameSize: 64, spinUs: 0 }).run(0.3, 300);
+      const r = await new NetTraffic(fe, { mode: 'loop', frameSize: 64, spinUs: 0 }).run(1.5, 1000);
       expect(r.received).toBeGreaterThan(0);
       expect(r).toMatchObject({ bad: 0, lost: 0 });
     } finally {
