@@ -6,7 +6,7 @@
  * vring 0, re-submitting each slot as soon as its completion is seen, with
  * guest notifications off, as a polling guest driver would).
  */
-import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { native } from '@vhost-ts/native';
 import { openBlkDevice, type FrontendDevice } from '@vhost-ts/frontend';
@@ -99,6 +99,24 @@ export interface Result {
   iops: number;
   mbPerSec: number;
   errors: number;
+  /** CPU time the back-end process (all its threads) used during the run. */
+  backendCpuSeconds: number;
+  /** Back-end CPU per request, µs: what a request costs, much less sensitive to a busy machine than IOPS. */
+  cpuUsPerIo: number;
+}
+
+const CLK_TCK = 100;
+
+/** utime + stime of a process (all threads), seconds; NaN when unreadable. */
+export function processCpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state): utime is field 14, stime field 15.
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** A connected device with request slots for up to 32 x 1 MiB requests. */
@@ -132,7 +150,7 @@ export async function openBenchDevice(sock: string): Promise<BenchDevice> {
  * returns completions per second and bytes per second. Every status byte is
  * checked.
  */
-export async function runWorkload(b: BenchDevice, backend: string, w: Workload, seconds: number, spanBytes: number): Promise<Result> {
+export async function runWorkload(b: BenchDevice, backend: string, w: Workload, seconds: number, spanBytes: number, pid = -1): Promise<Result> {
   if (w.qd > MAX_QD || w.bs > MAX_BS) throw new RangeError('workload beyond the bench slots');
   const v = b.dev.vrings[0]!;
   const ring = v.ring;
@@ -171,6 +189,7 @@ export async function runWorkload(b: BenchDevice, backend: string, w: Workload, 
   if (ring.needsKick()) native.eventfdWrite(v.kickFd, 1);
   let ios = 0;
   let errors = 0;
+  const cpu0 = processCpuSeconds(pid);
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   let spins = 0;
@@ -198,7 +217,18 @@ export async function runWorkload(b: BenchDevice, backend: string, w: Workload, 
     }
   }
   const secs = (performance.now() - t0) / 1000;
-  return { backend, workload: w.name, seconds: secs, ios, iops: ios / secs, mbPerSec: (ios * w.bs) / secs / MiB, errors };
+  const cpu = processCpuSeconds(pid) - cpu0;
+  return {
+    backend,
+    workload: w.name,
+    seconds: secs,
+    ios,
+    iops: ios / secs,
+    mbPerSec: (ios * w.bs) / secs / MiB,
+    errors,
+    backendCpuSeconds: cpu,
+    cpuUsPerIo: (cpu * 1e6) / Math.max(1, ios),
+  };
 }
 
 export function median(xs: number[]): number {
@@ -208,7 +238,7 @@ export function median(xs: number[]): number {
 }
 
 /** Prints a table of medians with the min..max range: rows workloads, columns back-ends (4k: IOPS, 1m: MB/s). */
-export function printTable(results: Result[]): void {
+export function printTable(results: Result[], metric: 'rate' | 'cpu' = 'rate'): void {
   const backends = [...new Set(results.map((r) => r.backend))];
   const workloads = [...new Set(results.map((r) => r.workload))];
   const w0 = Math.max(...workloads.map((w) => w.length), 8);
@@ -216,10 +246,11 @@ export function printTable(results: Result[]): void {
   console.log(`${'workload'.padEnd(w0)}  ${backends.map((b) => b.padStart(W)).join('')}`);
   for (const w of workloads) {
     const mb = w.startsWith('1m');
+    const unit = metric === 'cpu' ? 'us/IO' : mb ? 'MB/s' : 'IOPS';
     const cells = backends.map((b) => {
-      const xs = results.filter((r) => r.backend === b && r.workload === w).map((r) => (mb ? r.mbPerSec : r.iops));
+      const xs = results.filter((r) => r.backend === b && r.workload === w).map((r) => (metric === 'cpu' ? r.cpuUsPerIo : mb ? r.mbPerSec : r.iops));
       if (xs.length === 0) return '-'.padStart(W);
-      return `${median(xs).toFixed(0)} ${mb ? 'MB/s' : 'IOPS'} [${Math.min(...xs).toFixed(0)}..${Math.max(...xs).toFixed(0)}]`.padStart(W);
+      return `${median(xs).toFixed(0)} ${unit} [${Math.min(...xs).toFixed(0)}..${Math.max(...xs).toFixed(0)}]`.padStart(W);
     });
     console.log(`${w.padEnd(w0)}  ${cells.join('')}`);
   }

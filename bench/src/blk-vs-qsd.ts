@@ -54,7 +54,7 @@ try {
       for (const w of workloads) {
         const order = r % 2 === 0 ? [0, 1] : [1, 0];
         for (const i of order) {
-          const res = await runWorkload(devs[i]!, bes[i]!.name, w, seconds, span);
+          const res = await runWorkload(devs[i]!, bes[i]!.name, w, seconds, span, bes[i]!.proc.pid);
           if (res.errors > 0) throw new Error(`${bes[i]!.name} ${w.name}: ${res.errors} requests failed`);
           results.push(res);
           console.log(JSON.stringify({ round: r, ...res }));
@@ -67,6 +67,8 @@ try {
   }
   console.log(`\nvhost-ts blk vs qemu-storage-daemon, same file, medians of ${rounds} interleaved rounds of ${seconds} s (4k: IOPS, 1m: MB/s; median [min..max])`);
   printTable(results);
+  console.log('\nback-end CPU time per request (all its threads; median [min..max])');
+  printTable(results, 'cpu');
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
