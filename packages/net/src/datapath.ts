@@ -382,9 +382,19 @@ export class NetQueuePair implements NetPairCounters {
     if (first.segWritable[0] === 1 && first.segLen[0]! >= hdrLen) {
       // Fast path: the header fits the first segment; write it in place and log it.
       const mem = first.mem!;
-      const u8 = mem.regions[first.segRegion[0]!]!.u8;
+      const reg = mem.regions[first.segRegion[0]!]!;
       const o = first.segOffset[0]!;
-      for (let i = 0; i < hdrLen; i++) u8[o + i] = h[i] as number;
+      if (hdrLen === NET_HDR_V1_LEN && !this.rxHdrDirty) {
+        // The usual header (no offload fields): zeros and num_buffers in 4 stores, not 12.
+        const dv = reg.dv;
+        dv.setUint32(o, 0, true);
+        dv.setUint32(o + 4, 0, true);
+        dv.setUint16(o + 8, 0, true);
+        dv.setUint16(o + HDR_NUM_BUFFERS, n, true);
+      } else {
+        const u8 = reg.u8;
+        for (let i = 0; i < hdrLen; i++) u8[o + i] = h[i] as number;
+      }
       if (mem.log !== null) mem.log.logRange(first.segGpa[0]!, hdrLen);
     } else {
       first.write(0, h, 0, hdrLen);

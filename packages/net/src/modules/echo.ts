@@ -23,9 +23,14 @@ export default defineModule((ctx) => {
           if (p.rxPump() === RX_PENDING) continue; // still waiting for RX buffers
           work++;
         }
+        // RX buffers posted, read once per burst (an Atomics.load of a word the
+        // guest's core keeps writing) and again only when the count runs out. A
+        // frame needing more buffers than counted waits as a pending frame.
+        let room = p.rx.available();
         for (let k = 0; k < burst; k++) {
-          if (p.rx.available() === 0 || !p.popTx()) break;
+          if ((room === 0 && (room = p.rx.available()) === 0) || !p.popTx()) break;
           work++;
+          room--;
           if (p.rxFromTx() === RX_PENDING) break;
         }
         p.publishTx(); // TX completions become visible before the frames on RX

@@ -24,9 +24,11 @@ export default defineModule((ctx) => {
           if (p.rxPump() === RX_PENDING) continue;
           work++;
         }
+        let room = p.rx.available(); // once per burst, as in echo
         for (let k = 0; k < burst; k++) {
-          if (p.rx.available() === 0 || !p.popTx()) break;
+          if ((room === 0 && (room = p.rx.available()) === 0) || !p.popTx()) break;
           work++;
+          room--;
           p.readTx(0, prefix, 0, 12);
           swapMacs(prefix, 0);
           if (p.rxFromTx(prefix, 12) === RX_PENDING) break;
