@@ -52,7 +52,7 @@ async function open(d: Daemon, o: { queues?: number; packed?: boolean; indirect?
 }
 
 describe('vhost-ts blk with the built-in front-end over a unix socket', () => {
-  it.each([1, 2, 4])('%i queue(s): patterns read back identical for split and packed rings and 512 B .. 64 KiB requests', async (queues) => {
+  it.each([1, 2, 4])('%i queue(s), 32 requests in flight per queue: patterns read back identical for split and packed rings and 512 B .. 64 KiB requests', async (queues) => {
     const d = await daemon([`--queues=${queues}`, '--stats-interval=0.2']);
     try {
       for (const packed of [false, true]) {
@@ -62,7 +62,7 @@ describe('vhost-ts blk with the built-in front-end over a unix socket', () => {
             const cfg = decodeBlkConfig(dev.config);
             expect(cfg.capacity).toBe(DISK / 512);
             expect(cfg.numQueues).toBe(queues);
-            const drv = new FrontBlk(dev, { depth: 16, maxRequestBytes: 65536 });
+            const drv = new FrontBlk(dev, { depth: 32, maxRequestBytes: 65536 }); // 32 requests in flight per queue
             const sum = await blkVerify(drv, { requestBytes, sectors: (requestBytes === 512 ? 1 : 4) * (MiB / 512) });
             const where = `queues=${queues} packed=${packed} size=${requestBytes}`;
             expect({ where, mismatches: sum.mismatches, errors: sum.errors }).toEqual({ where, mismatches: 0, errors: 0 });
