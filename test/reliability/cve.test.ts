@@ -523,9 +523,11 @@ describe('shapes of the same classes (memory table and descriptor handling)', ()
     await healthy();
   });
 
-  it('afterwards: back-end resources back to the baseline', async () => {
+  it('afterwards: back-end resources back to the baseline, no internal error logged', async () => {
     await witness.close();
     await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 15_000 });
+    const logs = await be.logs();
+    expect(logs.internal, `internal errors in the back-end log:\n${logs.internalLines.join('\n\n')}`).toBe(0);
     witness = await startWitness(be.sockets.other!);
   });
 });

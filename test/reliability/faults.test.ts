@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { F_SEAL_SEAL, F_SEAL_SHRINK, native } from '@vhost-ts/native';
 import { BackendRefusedError, FrontendDevice, FrontendMemory, NetTraffic, VhostUserClient } from '@vhost-ts/frontend';
 import { FrontendRequest, encodeMemoryTable, encodeVringState } from '@vhost-ts/vhost/protocol';
-import { assertBackToBaseline, type ResourceSnapshot } from '../support/leaks.js';
+import { assertBackToBaseline, snapshot, type ResourceSnapshot } from '../support/leaks.js';
 import { ensureBuilt } from './lib/build.js';
 import { BackendProcess, fixturePath } from './lib/backend-process.js';
 import { HostileGuest } from './lib/hostile-guest.js';
@@ -169,6 +169,46 @@ describe('front-end deaths', () => {
     const tail = (await be.logs()).tail.slice(Math.max(0, logs0 - 300));
     expect(tail.some((l) => /truncated message/.test(l)), tail.join('\n')).toBe(true);
     await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 10_000 });
+  });
+});
+
+describe('fd exhaustion', () => {
+  /**
+   * Known defect (reported): UnixListener.onReadable (packages/vhost/src/transport/listener.ts)
+   * answers an accept4 failure (EMFILE at the fd limit) with a warning and a return, but the
+   * listening socket stays readable (the connection waits in the backlog), so the
+   * level-triggered poller calls it again at once: the main thread spins on accept and
+   * floods the log (tens of thousands of lines per second) for as long as a front-end holds
+   * the fds — a denial of service by merely opening connections.
+   */
+  it.fails('a back-end at its fd limit neither spins on accept nor floods its log, and serves again once fds are free (known defect: the listener retries a failing accept in a hot loop, one warning per try)', async () => {
+    const limit = 64;
+    const own = await BackendProcess.start({ drivers: [{ name: 'dev', module: 'loopback', queuesPerWorker: 2, maxQueues: 2, features: [32] }], fdLimit: limit });
+    const held: number[] = [];
+    try {
+      // Connect until the back-end holds `limit` fds, then a few more that wait in the backlog.
+      const end = Date.now() + 10_000;
+      while (snapshot({ pid: own.pid }).fds.size < limit && Date.now() < end) {
+        held.push(native.unixConnect(own.sockets.dev!));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      for (let i = 0; i < 4; i++) held.push(native.unixConnect(own.sockets.dev!));
+      const warn0 = (await own.logs()).counts.warn;
+      await new Promise((r) => setTimeout(r, 2000));
+      const warns = (await own.logs()).counts.warn - warn0;
+      for (const fd of held.splice(0)) native.close(fd);
+      const g = await HostileGuest.open(own.sockets.dev!);
+      sendFrame(g, 0x11);
+      const until = Date.now() + 5000;
+      while (g.usedIdx(TX) < 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      expect(g.usedIdx(TX), 'served again once fds were free').toBe(1);
+      await g.close();
+      expect(own.alive).toBe(true);
+      expect(warns, `${warns} warnings in 2 s at the fd limit`).toBeLessThan(100);
+    } finally {
+      for (const fd of held) native.close(fd);
+      await own.stop();
+    }
   });
 });
 
@@ -366,5 +406,13 @@ describe('back-end SIGTERM under traffic', () => {
       for (const f of fes) await f.kill();
       await own.stop();
     }
+  });
+});
+
+describe('afterwards', () => {
+  it('the shared back-end logged no internal error (every fault was handled as a refusal, a reset or a close)', async () => {
+    const logs = await be.logs();
+    expect(logs.internal, `internal errors in the back-end log:\n${logs.internalLines.join('\n\n')}`).toBe(0);
+    await healthy();
   });
 });

@@ -353,6 +353,8 @@ describe('ring fuzzer: hostile descriptor tables', () => {
     expect(traffic).toMatchObject({ bad: 0, duplicated: 0, foreign: 0 });
     expect(traffic.received).toBeGreaterThan(0);
     await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 15_000 });
+    const logs = await be.logs();
+    expect(logs.internal, `internal errors in the back-end log:\n${logs.internalLines.join('\n\n')}`).toBe(0);
     witness = await startWitness(be.sockets.other!); // afterAll closes it
   });
 });

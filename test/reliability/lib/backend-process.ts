@@ -3,7 +3,7 @@
  * observable (the process exits), its resources are read through
  * /proc/<pid> plus its native counters over IPC, and it can be SIGTERMed.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -44,6 +44,8 @@ export interface BackendOptions {
   logLines?: number;
   /** Echo the child's stderr (default: only when VHOST_TS_TEST_LOG=1). */
   echo?: boolean;
+  /** Run the child with this RLIMIT_NOFILE (soft and hard), to exhaust its fds. */
+  fdLimit?: number;
 }
 
 interface Pending {
@@ -127,11 +129,13 @@ export class BackendProcess {
       const { socket: _s, ...rest } = d;
       return { ...rest, path: p };
     });
-    const child = fork(fixturePath('backend.mjs'), [JSON.stringify({ drivers, logLines: options.logLines ?? 300 })], {
-      execArgv: ['--expose-gc'],
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      env: { ...process.env, VHOST_TS_LOG: 'debug' },
-    });
+    const args = [JSON.stringify({ drivers, logLines: options.logLines ?? 300 })];
+    const env = { ...process.env, VHOST_TS_LOG: 'debug' };
+    const child =
+      options.fdLimit === undefined
+        ? fork(fixturePath('backend.mjs'), args, { execArgv: ['--expose-gc'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env })
+        : // The shell sets the limit, then execs node with the IPC channel fd and env (NODE_CHANNEL_FD) as they are.
+          spawn('/bin/sh', ['-c', `ulimit -n ${options.fdLimit} && exec "$0" "$@"`, process.execPath, '--expose-gc', fixturePath('backend.mjs'), ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env });
     const bp = new BackendProcess(child, dir, sockets, options.echo ?? process.env.VHOST_TS_TEST_LOG === '1');
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`back-end did not start within 15 s; stderr:\n${bp.stderr()}`)), 15_000);
