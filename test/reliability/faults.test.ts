@@ -7,7 +7,7 @@
  * back-end's fds, mappings and threads return to the baseline.
  */
 import { fork, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -210,6 +210,51 @@ describe('fd exhaustion', () => {
       await own.stop();
     }
   });
+});
+
+describe('a front-end that never reads its replies', () => {
+  /**
+   * Known defect (reported): MessageChannel (packages/vhost/src/transport/channel.ts) keeps
+   * reading and handling requests while its replies cannot be written (the peer does not
+   * read): every reply is queued in `writes`, without bound. A front-end that sends
+   * GET_FEATURES in a loop and never reads grows the back-end by ~0.5 KiB per request
+   * (~20 MB/s here) until it is killed for lack of memory, with every other device in it.
+   */
+  it.fails('250,000 GET_FEATURES never read: the back-end stops reading (back-pressure) and its memory stays bounded (known defect: replies queue without bound while the peer does not read)', async () => {
+    const own = await BackendProcess.start({ drivers: [{ name: 'dev', module: 'loopback', queuesPerWorker: 2, maxQueues: 2, features: [32] }] });
+    const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${own.pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+    const fd = native.unixConnect(own.sockets.dev!);
+    try {
+      await own.nativeCounts(true);
+      const before = rss();
+      const batch = new Uint8Array(12 * 1000);
+      const dv = new DataView(batch.buffer);
+      for (let i = 0; i < 1000; i++) {
+        dv.setUint32(i * 12, FrontendRequest.GET_FEATURES, true);
+        dv.setUint32(i * 12 + 4, 1, true);
+      }
+      let sent = 0;
+      let offset = 0;
+      const end = Date.now() + 25_000;
+      while (sent < 250_000 && Date.now() < end) {
+        const n = native.sendmsg(fd, batch, offset, batch.byteLength - offset);
+        if (n < 0) {
+          await new Promise((r) => setTimeout(r, 2));
+          continue;
+        }
+        offset = (offset + n) % batch.byteLength;
+        sent += n / 12;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+      const grown = rss() - before;
+      console.log(`never-reading front-end: ${Math.floor(sent)} requests sent, back-end RSS +${(grown / 2 ** 20).toFixed(0)} MiB`);
+      expect(own.alive).toBe(true);
+      expect(grown, `the back-end grew by ${(grown / 2 ** 20).toFixed(0)} MiB for ${Math.floor(sent)} unread replies`).toBeLessThan(64 * 2 ** 20);
+    } finally {
+      native.close(fd);
+      await own.stop();
+    }
+  }, 60_000);
 });
 
 describe('guest memory shrunk behind the back-end', () => {
