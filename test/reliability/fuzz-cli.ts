@@ -106,11 +106,12 @@ async function main(): Promise<number> {
   console.log(`control-plane fuzz: seed ${args.seed}, up to ${args.messages} messages${Number.isFinite(args.minutes) ? ` or ${args.minutes} min` : ''}, ${args.lanes} lanes${args.skipKnown ? ', known defects avoided' : ''}`);
   let { be, baseline } = await startBackend();
   let witness: Witness | null = args.witness ? await startWitness(be.sockets.fuzz!) : null;
-  const totals = { messages: 0, connections: 0, closedByBackend: 0, failureReplies: 0, crashes: 0, leaks: 0, findings: [] as Finding[], witnessStalls: 0, witnessMaxGapMs: 0, devicesReady: 0, internalErrors: {} as Record<string, number> };
+  const totals = { messages: 0, connections: 0, closedByBackend: 0, failureReplies: 0, crashes: 0, leaks: 0, findings: [] as Finding[], witnessStalls: 0, witnessMaxGapMs: 0, devicesReady: 0, heapGrowth: 0, internalErrors: {} as Record<string, number> };
   const t0 = Date.now();
   let nextConnection = args.from;
   /** Per back-end process: internal-error lines already reported, devices ready before a restart. */
   let internalSeen = 0;
+  let heapGrowthInARow = 0;
   let readyBefore = 0;
   // The witness: the longest time without a received frame, and gaps over 2 s (stalls).
   let lastReceived = witness?.received() ?? 0;
@@ -203,9 +204,21 @@ async function main(): Promise<number> {
       await witness?.close();
       try {
         await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 15_000 });
+        heapGrowthInARow = 0;
       } catch (err) {
-        totals.leaks++;
-        console.log(`LEAK after ${totals.messages} messages: ${err instanceof ResourceLeakError ? err.problems.join('; ') : String(err)}`);
+        // fds, memfd mappings, native mappings, threads and watches are exact; the total of
+        // /proc maps lines is a heuristic (V8 heap pages, malloc arenas of exited threads).
+        // Growth of that total alone counts as a leak only when it recurs three checks in a row.
+        const problems = err instanceof ResourceLeakError ? err.problems : [String(err)];
+        const exact = problems.filter((p) => !p.startsWith('mappings:'));
+        heapGrowthInARow = exact.length === 0 ? heapGrowthInARow + 1 : 0;
+        if (exact.length > 0 || heapGrowthInARow >= 3) {
+          totals.leaks++;
+          console.log(`LEAK after ${totals.messages} messages: ${problems.join('; ')}`);
+        } else {
+          totals.heapGrowth++;
+          console.log(`note: anonymous mappings grew past the heap slack after ${totals.messages} messages (exact counters at baseline; re-baselined): ${problems.join('; ')}`);
+        }
         baseline = await settledSnapshot(be);
       }
       witness = args.witness ? await startWitness(be.sockets.fuzz!) : null;
@@ -221,7 +234,7 @@ async function main(): Promise<number> {
     await be.stop();
   }
   const seconds = (Date.now() - t0) / 1000;
-  const summary = { seed: args.seed, skipKnown: args.skipKnown, seconds: Math.round(seconds), messages: totals.messages, connections: totals.connections, closedByBackend: totals.closedByBackend, failureReplies: totals.failureReplies, devicesReady: totals.devicesReady, crashes: totals.crashes, leaks: totals.leaks, findings: totals.findings.length, witnessStalls: totals.witnessStalls, witnessMaxGapMs: totals.witnessMaxGapMs, internalErrors: totals.internalErrors };
+  const summary = { seed: args.seed, skipKnown: args.skipKnown, seconds: Math.round(seconds), messages: totals.messages, connections: totals.connections, closedByBackend: totals.closedByBackend, failureReplies: totals.failureReplies, devicesReady: totals.devicesReady, crashes: totals.crashes, leaks: totals.leaks, heapGrowthNotes: totals.heapGrowth, findings: totals.findings.length, witnessStalls: totals.witnessStalls, witnessMaxGapMs: totals.witnessMaxGapMs, internalErrors: totals.internalErrors };
   console.log(JSON.stringify(summary));
   return totals.crashes + totals.leaks + totals.findings.length + totals.witnessStalls > 0 ? 1 : 0;
 }

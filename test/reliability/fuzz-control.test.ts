@@ -107,7 +107,9 @@ describe('control-plane fuzzer', () => {
     expect(flowing).toBe(true);
     expect(traffic).toMatchObject({ bad: 0, duplicated: 0, foreign: 0 });
     expect(traffic.received).toBeGreaterThan(1000);
-    await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 15_000 });
+    // Exact counters (fds, memfd and native mappings, threads, watches) must be back; the total of
+    // anonymous mappings (V8 heap, malloc arenas of the hundreds of exited worker threads) gets more slack.
+    await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 15_000, heapSlack: 128 });
     expect(await be.workerDevices()).toBe(0);
   }, 240_000);
 });
