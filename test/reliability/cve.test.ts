@@ -12,6 +12,10 @@
  * not checked", "vhost: fix potential memory space leak", "vhost: fix potential
  * fd leak").
  */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '@vhost-ts/native';
 import { BackendRefusedError, FrontendDevice, FrontendMemory, VhostUserClient, type LayoutPlan } from '@vhost-ts/frontend';
@@ -529,5 +533,99 @@ describe('shapes of the same classes (memory table and descriptor handling)', ()
     const logs = await be.logs();
     expect(logs.internal, `internal errors in the back-end log:\n${logs.internalLines.join('\n\n')}`).toBe(0);
     witness = await startWitness(be.sockets.other!);
+  });
+});
+
+/**
+ * CVE-2024-11614 (DPDK vhost, checksum offload): a TX packet asking for checksum completion
+ * (VIRTIO_NET_HDR_F_NEEDS_CSUM) with a csum_start/csum_offset beyond the packet made the
+ * back-end read (and write the checksum) out of bounds: a guest crashed the vSwitch. Fixed by
+ * "vhost: fix checksum offload" (validate csum_start). Replayed against the `vhost-ts net`
+ * daemon (echo module, the front-end takes CSUM but not GUEST_CSUM, so the back-end must
+ * complete checksums itself), with a witness on a second port of the same process.
+ */
+describe('CVE-2024-11614 against the vhost-ts net daemon', () => {
+  it('NEEDS_CSUM with csum_start/csum_offset beyond the frame (and other hostile net headers): no crash, no stray write, the TX ring keeps completing, the other port keeps its traffic', async () => {
+    const main = path.join(import.meta.dirname, '../../packages/cli/dist/main.js');
+    expect(existsSync(main), 'packages/cli is not built').toBe(true);
+    const dir = mkdtempSync(path.join(tmpdir(), 'vhost-ts-csum-'));
+    const victim = path.join(dir, 'victim.sock');
+    const other = path.join(dir, 'other.sock');
+    const daemon = spawn(process.execPath, [main, 'net', `--socket-path=${victim}`, `--socket-path=${other}`, '--module=echo', '--stats-interval=0', '--quiet'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    daemon.stderr.setEncoding('utf8');
+    daemon.stderr.on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => daemon.once('exit', (code, signal) => res({ code, signal })));
+    let alive = true;
+    void exited.then(() => (alive = false));
+    let w: Witness | null = null;
+    try {
+      const end = Date.now() + 15_000;
+      while (!(existsSync(victim) && existsSync(other)) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      w = await startWitness(other);
+      const g = await HostileGuest.open(victim, { deviceFeatures: bit(0) }); // VIRTIO_NET_F_CSUM
+      try {
+        expect((g.fe.features & bit(0)) !== 0n, 'CSUM negotiated').toBe(true);
+        expect((g.fe.features & bit(1)) === 0n, 'GUEST_CSUM not negotiated').toBe(true);
+        g.postWritable(RX, 32);
+        const frame = 64;
+        // [flags, gso_type, hdr_len, gso_size, csum_start, csum_offset]
+        const headers: Array<[number, number, number, number, number, number]> = [
+          [1, 0, 0, 0, 0xffff, 0],
+          [1, 0, 0, 0, 60, 10],
+          [1, 0, 0, 0, 0, 0xffff],
+          [1, 0, 0, 0, frame - 1, 0],
+          [1, 0, 0, 0, frame - 2, 1],
+          [1, 0xff, 0xffff, 0xffff, 34, 6],
+          [0xff, 0, 0, 0, 0xfff0, 0xfff0],
+          [1, 0, 0, 0, 34, 6], // valid: a UDP checksum at its place
+        ];
+        const v = g.fe.vrings[TX]!;
+        headers.forEach(([flags, gso, hdrLen, gsoSize, start, offset], i) => {
+          const gpa = g.alloc(12 + frame);
+          g.fill(gpa, 12 + frame, 0x45);
+          g.bytes(gpa, new Uint8Array([flags, gso, hdrLen & 0xff, hdrLen >> 8, gsoSize & 0xff, gsoSize >> 8, start & 0xff, start >> 8, offset & 0xff, offset >> 8, 0, 0]));
+          g.splitDesc(v.descGpa, i, gpa, 12 + frame, 0, 0);
+        });
+        g.publishSplit(TX, headers.map((_, i) => i));
+        g.kick(RX);
+        g.kick(TX);
+        const until = Date.now() + 5000;
+        let needsReset = false;
+        while (g.usedIdx(TX) < headers.length && Date.now() < until) {
+          if (((await g.status()) & DeviceStatus.NEEDS_RESET) !== 0) {
+            needsReset = true;
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        expect(alive, `the daemon died: ${stderr}`).toBe(true);
+        expect(needsReset || g.usedIdx(TX) === headers.length, `TX completed ${g.usedIdx(TX)} of ${headers.length}`).toBe(true);
+        if (!needsReset) {
+          // The valid frame (at least) came back: the completion path ran.
+          const used = { id: 0, len: 0, token: undefined as number | undefined };
+          let rx = 0;
+          const rxUntil = Date.now() + 3000;
+          while (rx === 0 && Date.now() < rxUntil) {
+            while (g.fe.vrings[RX]!.ring.getUsed(used)) rx++;
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          console.log(`CVE-2024-11614 replay: ${headers.length} TX frames completed, ${rx} echoed`);
+          expect(rx).toBeGreaterThanOrEqual(1);
+        }
+        expect(g.canaryDamage()).toEqual([]);
+      } finally {
+        await g.close();
+      }
+      expect(await w.flows(50, 5000), 'the other port stopped moving traffic').toBe(true);
+      expect(alive, stderr).toBe(true);
+    } finally {
+      await w?.kill();
+      if (alive) daemon.kill('SIGTERM');
+      const t = setTimeout(() => daemon.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -21,6 +21,8 @@ export interface HostileOptions {
   /** Guest memory (default 3 MiB in 3 regions). */
   memory?: number;
   regions?: number;
+  /** Device feature bits to take when offered (e.g. virtio-net CSUM). */
+  deviceFeatures?: bigint;
 }
 
 export interface Region {
@@ -48,6 +50,7 @@ export class HostileGuest {
       packed: o.packed ?? false,
       indirect: true,
       memory: { kind: 'multi', size: o.memory ?? 3 << 20, regions: o.regions ?? 3 },
+      ...(o.deviceFeatures !== undefined ? { deviceFeatures: o.deviceFeatures } : {}),
     });
     const g = new HostileGuest(fe);
     try {
