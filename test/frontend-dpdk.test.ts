@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { native } from '@vhost-ts/native';
 import { acquirePeerLock, isTestpmdAvailable, makeTempDir, removeDir, socketPath, Testpmd } from '@vhost-ts/peers';
-import { NetTraffic, openNetDevice, type FrontendDevice } from '@vhost-ts/frontend';
+import { NetTraffic, ParallelNetTraffic, openNetDevice, type FrontendDevice } from '@vhost-ts/frontend';
 import { countResources } from './support/leaks.js';
 
 /** Seconds of traffic per case. */
@@ -142,6 +142,26 @@ for (const pairs of [1, 2]) {
         const fwd = await tp!.stop();
         expect(r.sent).toBeGreaterThan(1000);
         expect(r).toMatchObject({ received: r.sent, lost: 0, duplicated: 0, bad: 0 });
+        expect(fwd.total.txPackets).toBe(r.sent);
+      });
+    }
+
+    if (pairs === 2) {
+      it('split: the data path in 2 worker threads (one per pair): macswap round trip intact', async () => {
+        await tp!.setForwardMode('macswap');
+        await tp!.start();
+        const dev = await open(false);
+        const t = new ParallelNetTraffic(dev, { mode: 'loop', frameSize: 64 }, { workers: 2, cpus: [0] });
+        const r = await t.run(SECS / 2, 2000);
+        await close(dev);
+        const fwd = await tp!.stop();
+        expect(r.sent).toBeGreaterThan(1000);
+        expect(r).toMatchObject({ received: r.sent, lost: 0, duplicated: 0, bad: 0 });
+        for (const o of t.outcomes) {
+          expect(o.counters.sent).toBeGreaterThan(0);
+          expect(o.counters.macSwapped).toBe(o.counters.received);
+          expect(o.counters.crossPair).toBe(0);
+        }
         expect(fwd.total.txPackets).toBe(r.sent);
       });
     }

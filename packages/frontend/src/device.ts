@@ -35,6 +35,7 @@ import {
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   type DriverRing,
+  type IndirectPool,
 } from '@vhost-ts/virtio';
 import { native } from './native.js';
 import { FrontendMemory } from './memory/guest-memory.js';
@@ -94,6 +95,10 @@ export interface FrontendVring {
   deviceGpa: number;
   /** An indirect pool was given to the ring. */
   indirect: boolean;
+  /** The pool, to rebuild the ring elsewhere (a worker thread). */
+  indirectPool: IndirectPool | null;
+  eventIdx: boolean;
+  inOrder: boolean;
   /** The SET_VRING_BASE value sent at start. */
   base: number;
 }
@@ -226,7 +231,7 @@ export class FrontendDevice {
             { size, descGpa: desc, driverEventGpa: drv, deviceEventGpa: devEv, eventIdx },
             { initialize: true, indirectPool: pool, inOrder },
           );
-          v = { index: i, kind: 'packed', size, ring, kickFd, callFd, descGpa: desc, driverGpa: drv, deviceGpa: devEv, indirect, base: 0 };
+          v = { index: i, kind: 'packed', size, ring, kickFd, callFd, descGpa: desc, driverGpa: drv, deviceGpa: devEv, indirect, indirectPool: pool, eventIdx, inOrder, base: 0 };
         } else {
           const desc = alloc.alloc(splitDescBytes(size), 4096).gpa;
           const avail = alloc.alloc(splitAvailBytes(size), 64).gpa;
@@ -237,7 +242,7 @@ export class FrontendDevice {
             { size, descGpa: desc, availGpa: avail, usedGpa: used, eventIdx },
             { initialize: true, indirectPool: pool, inOrder },
           );
-          v = { index: i, kind: 'split', size, ring, kickFd, callFd, descGpa: desc, driverGpa: avail, deviceGpa: used, indirect, base: 0 };
+          v = { index: i, kind: 'split', size, ring, kickFd, callFd, descGpa: desc, driverGpa: avail, deviceGpa: used, indirect, indirectPool: pool, eventIdx, inOrder, base: 0 };
         }
       } catch (e) {
         native.close(kickFd);

@@ -19,3 +19,4 @@ export * from './blk/driver.js';
 export * from './blk/open.js';
 export * from './blk/verify.js';
 export * from './cli/run.js';
+export * from './net/parallel.js';

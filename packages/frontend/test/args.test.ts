@@ -16,11 +16,13 @@ describe('frontend CLI arguments', () => {
       '--socket-path', '/tmp/x', '--server', '--queues=2', '--packed', '--size=1500', '--seconds=0.5', '--mode=tx',
       '--rate=1000', '--queue-size=1000', '--memory=128M', '--layout=qemu', '--regions=3', '--burst=64', '--indirect',
       '--event-idx', '--no-mrg-rxbuf', '--window=0', '--poll', '--no-verify', '--timeout-ms=100', '--drain-ms=0', '--json',
+      '--cpu=0,2-3', '--workers=2', '--spin-us=50', '--trace',
     ]);
     expect(o).toMatchObject({
       socketPath: '/tmp/x', server: true, queues: 2, packed: true, size: 1500, seconds: 0.5, mode: 'tx', rate: 1000,
       queueSize: 1000, memory: 128 * 1024 * 1024, layout: 'qemu', regions: 3, burst: 64, indirect: true, eventIdx: true,
       mrgRxbuf: false, window: 0, poll: true, verify: false, timeoutMs: 100, drainMs: 0, output: 'json',
+      cpus: [0, 2, 3], workers: 2, spinUs: 50, trace: true,
     });
   });
 
@@ -46,6 +48,8 @@ describe('frontend CLI arguments', () => {
     [['--socket-path=/s', '--mode=tx', '--layout=weird'], /layout/],
     [['--socket-path=/s', '--mode=tx', '--memory=12345'], /--memory/],
     [['--socket-path'], /needs a value/],
+    [['--socket-path=/s', '--mode=tx', '--cpu=1-a'], /--cpu/],
+    [['--socket-path=/s', '--mode=tx', '--cpu=3-1'], /bad range/],
     [['--socket-path=' + 'x'.repeat(200), '--mode=tx'], /longer/],
   ])('rejects %j with a clear message and exit code 2', (argv, msg) => {
     let err: unknown;

@@ -145,3 +145,32 @@ describe('runFrontendCli', () => {
     expect(JSON.parse(c.text().trim())).toMatchObject({ type: 'summary' });
   });
 });
+
+describe('runFrontendCli --workers', () => {
+  it('runs the data path in worker threads and still prints one summary', async () => {
+    const dir = mkdtempSync('/tmp/vts-fe-cli-');
+    const sock = path.join(dir, 'vhost.sock');
+    const c = capture();
+    const backendP = FakeBackend.listen(sock);
+    const run = runFrontendCli([`--socket-path=${sock}`, '--mode=loop', '--queues=2', '--workers=2', '--seconds=0.4', '--interval-ms=100'], { stdout: c.out, stderr: c.err, handleSignals: false });
+    const backend = await backendP;
+    const t = setInterval(() => {
+      if (backend.vrings.size === 4 && [...backend.vrings.values()].every((v) => v.ring)) {
+        clearInterval(t);
+        backend.startData('echo');
+      }
+    }, 5);
+    try {
+      expect(await run).toBe(0);
+      const lines = c.text().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const summary = lines.find((l) => l.type === 'summary')!;
+      expect(summary).toMatchObject({ lost: 0, bad: 0, duplicated: 0 });
+      expect(summary.received).toBe(summary.sent);
+      expect(lines.filter((l) => l.type === 'progress').length).toBeGreaterThan(0);
+    } finally {
+      clearInterval(t);
+      backend.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

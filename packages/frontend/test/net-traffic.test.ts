@@ -4,7 +4,7 @@
  * legacy header, packed rings, indirect descriptors, EVENT_IDX, rate limits.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { FrontendDevice, NetTraffic, VhostConnection, VhostUserClient, netHeaderSize, type TrafficMode } from '@vhost-ts/frontend';
+import { FrontendDevice, NetTraffic, ParallelNetTraffic, VhostConnection, VhostUserClient, netHeaderSize, type TrafficMode } from '@vhost-ts/frontend';
 import { FakeBackend, FAKE_FEATURES, type FakeBackendOptions, type Fault } from './support/fake-backend.js';
 
 const open: { backend: FakeBackend; device: FrontendDevice }[] = [];
@@ -162,5 +162,40 @@ describe('accounting options', () => {
     const r = await run(device, 'loop', 64, 0.2, { verify: false });
     expect(r.received).toBe(r.sent);
     expect(r.lost).toBe(0);
+  });
+});
+
+describe('worker threads (ParallelNetTraffic)', () => {
+  it.each([
+    ['split', false],
+    ['packed', true],
+  ])('%s: 3 pairs over 2 workers: every frame back intact, per-pair counters merged', async (_n, packed) => {
+    const { backend, device } = await start({ pairs: 3, packed });
+    backend.startData('echo');
+    const t = new ParallelNetTraffic(device, { mode: 'loop', frameSize: 200 }, { workers: 2 });
+    const ticks: number[] = [];
+    const r = await t.run(0.5, 1000, { intervalMs: 100, onTick: (p) => ticks.push(p.queues.reduce((a, q) => a + q.sent, 0)) });
+    expect(t.workerCount).toBe(2);
+    expect(r.sent).toBeGreaterThan(100);
+    expect(r).toMatchObject({ received: r.sent, lost: 0, duplicated: 0, bad: 0 });
+    expect(r.queues).toHaveLength(3);
+    for (const q of r.queues) expect(q.sent).toBeGreaterThan(0);
+    expect(t.outcomes.map((o) => o.q)).toEqual([0, 1, 2]);
+    expect(t.outcomes.every((o) => o.counters.crossPair === 0)).toBe(true);
+    expect(backend.txFrames).toBe(r.sent);
+    expect(ticks.some((n) => n > 0)).toBe(true);
+    // The device is still usable from the main thread afterwards: stop + close.
+    expect((await device.close())?.bases).toHaveLength(6);
+  });
+
+  it('stop() ends the workers early', async () => {
+    const { backend, device } = await start({ pairs: 2 });
+    backend.startData('sink');
+    const t = new ParallelNetTraffic(device, { mode: 'tx', frameSize: 64 }, { workers: 2 });
+    const t0 = Date.now();
+    setTimeout(() => t.stop(), 300);
+    const r = await t.run(30, 200);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(r.sent).toBe(backend.txFrames);
   });
 });

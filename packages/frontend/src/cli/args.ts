@@ -46,6 +46,8 @@ export interface FrontendCliOptions {
   intervalMs: number;
   /** Log every control message sent to stderr. */
   trace: boolean;
+  /** Net data path in this many worker threads (0 = on the main thread). */
+  workers: number;
 }
 
 export class UsageError extends Error {
@@ -77,7 +79,9 @@ export const FRONTEND_USAGE = `usage: vhost-ts frontend --socket-path=PATH --mod
   --window=N           loop: max frames in flight per pair (0 = unlimited) [RX ring size]
   --poll               busy-poll used rings instead of waiting for calls
   --spin-us=N          poll this long without work before sleeping      [200; 0 with --rate]
-  --cpu=LIST           pin the front-end thread, e.g. 0 or 0,2-3 (keep it off the back-end's core)
+  --cpu=LIST           pin the front-end thread, e.g. 0 or 0,2-3 (keep it off the back-end's core);
+                       with --workers, the workers are pinned round-robin to these CPUs
+  --workers=N          net data path in N worker threads, pairs dealt round-robin [0: main thread]
   --no-verify          count frames without checking their content
   --timeout-ms=N       timeout of every reply and of connect/accept     [5000]
   --drain-ms=N         after traffic stops, keep receiving this long      [500]
@@ -109,7 +113,7 @@ function parseInt10(text: string, what: string, min: number, max: number): numbe
 const BOOLEAN_FLAGS = new Set(['trace', 'server', 'packed', 'indirect', 'event-idx', 'no-mrg-rxbuf', 'poll', 'no-verify', 'json', 'quiet', 'help']);
 const VALUE_FLAGS = new Set([
   'socket-path', 'mode', 'queues', 'size', 'seconds', 'rate', 'queue-size', 'memory', 'layout', 'regions', 'burst',
-  'window', 'timeout-ms', 'drain-ms', 'depth', 'blk-sectors', 'interval-ms', 'spin-us', 'cpu',
+  'window', 'timeout-ms', 'drain-ms', 'depth', 'blk-sectors', 'interval-ms', 'spin-us', 'cpu', 'workers',
 ]);
 
 /** Parses a CPU list like `0`, `0,2` or `1-3`. */
@@ -216,5 +220,6 @@ export function parseFrontendArgs(argv: readonly string[]): FrontendCliOptions {
     output,
     intervalMs: parseInt10(values.get('interval-ms') ?? '1000', '--interval-ms', 50, 3_600_000),
     trace: flags.has('trace'),
+    workers: parseInt10(values.get('workers') ?? '0', '--workers', 0, 128),
   };
 }

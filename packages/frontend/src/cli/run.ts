@@ -11,7 +11,8 @@ import { openBlkDevice } from '../blk/open.js';
 import { blkVerify, type BlkVerifySummary } from '../blk/verify.js';
 import type { FrontendDevice } from '../device.js';
 import { openNetDevice } from '../net/open.js';
-import { NetTraffic, type TrafficProgress, type TrafficResult } from '../net/traffic.js';
+import { NetTraffic, type NetTrafficOptions, type TrafficProgress, type TrafficResult } from '../net/traffic.js';
+import { ParallelNetTraffic } from '../net/parallel.js';
 import { FRONTEND_USAGE, parseFrontendArgs, UsageError, type FrontendCliOptions } from './args.js';
 
 export interface CliIo {
@@ -58,7 +59,7 @@ export async function runFrontendCli(argv: readonly string[], io: CliIo = {}): P
     stdout.write(`${JSON.stringify(obj)}\n`);
   };
 
-  if (opts.cpus.length > 0) {
+  if (opts.cpus.length > 0 && opts.workers === 0) {
     try {
       native.setAffinity(opts.cpus);
     } catch (e) {
@@ -68,7 +69,7 @@ export async function runFrontendCli(argv: readonly string[], io: CliIo = {}): P
   }
 
   let device: FrontendDevice | null = null;
-  let traffic: NetTraffic | null = null;
+  let traffic: NetTraffic | ParallelNetTraffic | null = null;
   let stopRequested = false;
   const requestStop = (): void => {
     stopRequested = true;
@@ -123,7 +124,7 @@ export async function runFrontendCli(argv: readonly string[], io: CliIo = {}): P
     }
 
     device = await openNetDevice({ ...common, queuePairs: opts.queues, mrgRxbuf: opts.mrgRxbuf });
-    traffic = new NetTraffic(device, {
+    const trafficOptions: NetTrafficOptions = {
       mode: opts.mode,
       frameSize: opts.size,
       rate: opts.rate,
@@ -133,15 +134,18 @@ export async function runFrontendCli(argv: readonly string[], io: CliIo = {}): P
       ...(opts.spinUs !== undefined ? { spinUs: opts.spinUs } : {}),
       verify: opts.verify,
       indirectTx: opts.indirect,
-    });
+    };
+    traffic = opts.workers > 0
+      ? new ParallelNetTraffic(device, trafficOptions, { workers: opts.workers, cpus: opts.cpus })
+      : new NetTraffic(device, trafficOptions);
     if (stopRequested) traffic.stop();
     const t = traffic;
-    let last: TrafficProgress = { t: 0, queues: t.pairs.map(() => ({ sent: 0, received: 0 })) };
+    let last: TrafficProgress = { t: 0, queues: t.progress().queues.map((q) => ({ q: q.q, sent: 0, received: 0 })) };
     const onTick = (now: TrafficProgress): void => {
       const dt = now.t - last.t;
       if (dt <= 0) return;
       const queues = now.queues.map((q, i) => ({
-        queue: i,
+        queue: q.q,
         txPps: Math.round((q.sent - last.queues[i]!.sent) / dt),
         rxPps: Math.round((q.received - last.queues[i]!.received) / dt),
       }));

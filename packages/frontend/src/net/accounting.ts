@@ -102,6 +102,8 @@ export class QueueCounters {
   foreignBad = 0;
   /** Frames claiming a queue id we never transmitted on. */
   badQueue = 0;
+  /** Good frames that came back on another pair than the one that sent them. */
+  crossPair = 0;
   /** RX frames dropped because they did not fit (no mergeable buffers and too long). */
   truncated = 0;
   /** Notifications we sent (kicks) and received (calls). */
@@ -134,14 +136,27 @@ export interface TrafficSummary {
 }
 
 /**
- * Combines per-TX-queue trackers and counters into the summary.
- * `trackers[q]` holds what was received *from* TX queue q (by the queue id in the frames),
- * `counters[q]` holds what queue pair q sent and received.
+ * Combines per-pair counters and per-stream trackers into the summary.
+ * `counters[i]` holds what a queue pair sent and received, `trackers[i]` what
+ * was received *from* that pair's TX queue (by the queue id in the frames).
  * `expectOurs`: when false (testpmd transmits), loss is not computed from sequence numbers.
  */
+/** What summarize() needs of a stream's tracker (a SequenceTracker, or its numbers sent from a worker). */
+export interface StreamStats {
+  unique: number;
+  duplicated: number;
+  reordered: number;
+  late: number;
+}
+
+/** The plain numbers of a tracker (structured-clone friendly). */
+export function streamStats(t: SequenceTracker): StreamStats {
+  return { unique: t.unique, duplicated: t.duplicated, reordered: t.reordered, late: t.late };
+}
+
 export function summarize(
   counters: readonly QueueCounters[],
-  trackers: readonly SequenceTracker[],
+  trackers: readonly (StreamStats | undefined)[],
   expectOurs: boolean,
 ): TrafficSummary & { queues: TrafficSummary[] } {
   const queues: TrafficSummary[] = [];
@@ -157,7 +172,7 @@ export function summarize(
       received: c.received,
       // Loss is per transmitting stream: what queue q sent minus the distinct frames of stream q that came back,
       // minus the corrupted frames received on pair q (they arrived: counted as bad, not as lost).
-      lost: expectOurs && t ? Math.max(0, t.lost(c.sent) - c.bad) : 0,
+      lost: expectOurs && t ? Math.max(0, c.sent - t.unique - c.bad) : 0,
       duplicated: t?.duplicated ?? 0,
       reordered: t?.reordered ?? 0,
       late: t?.late ?? 0,

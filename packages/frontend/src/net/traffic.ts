@@ -10,7 +10,7 @@
  * Nothing is allocated per packet: buffers, descriptor address/length arrays,
  * the used-buffer record and the accounting bitmaps are preallocated.
  */
-import { createUsedBuffer, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, type DriverRing, type UsedBuffer } from '@vhost-ts/virtio';
+import { createUsedBuffer, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, type DriverRing, type GuestRegion, type UsedBuffer } from '@vhost-ts/virtio';
 import { native } from '../native.js';
 import type { FrontendDevice } from '../device.js';
 import { QueueCounters, SequenceTracker, summarize, type TrafficSummary } from './accounting.js';
@@ -60,6 +60,8 @@ export interface NetTrafficOptions {
   rxBufferSize?: number;
 }
 
+const align64 = (n: number): number => (n + 63) & ~63;
+
 /** virtio-net header size for negotiated features: 12 with VERSION_1 or MRG_RXBUF, else 10. */
 export function netHeaderSize(features: bigint): number {
   const v1 = (features >> BigInt(VIRTIO_F_VERSION_1)) & 1n;
@@ -79,24 +81,81 @@ interface Pool {
   slots: number;
 }
 
-function allocPool(dev: FrontendDevice, slots: number, stride: number): Pool {
-  const a = dev.memory.allocator.alloc(slots * stride, 4096);
-  const { region, offset } = dev.memory.locate(a.gpa, a.size);
+function poolAt(view: NetPortView, gpa: number, slots: number, stride: number): Pool {
+  const { region, offset } = view.locate(gpa, slots * stride);
   return {
     u8: region.u8,
     buf: Buffer.from(region.sab, region.sabOffset, region.size),
     dv: region.dv,
     base: offset,
-    gpa: a.gpa,
+    gpa,
     stride,
     slots,
   };
 }
 
+/** One vring as the traffic loop needs it. */
+export interface NetVringView {
+  index: number;
+  size: number;
+  ring: DriverRing<number>;
+  kickFd: number;
+  callFd: number;
+  indirect: boolean;
+}
+
+/**
+ * What the traffic loop drives: a started net device (see {@link devicePortView}),
+ * or a worker thread's share of one (some of its queue pairs).
+ */
+export interface NetPortView {
+  features: bigint;
+  /** Queue pairs of the device (the range of queue ids in frames). */
+  queuePairs: number;
+  /** The pairs this loop drives, ascending. */
+  pairs: readonly number[];
+  /** vring views by vring index (RX 2q, TX 2q+1); only the driven pairs' are needed. */
+  vring(index: number): NetVringView;
+  /** The guest-memory region holding [gpa, gpa + len), and the offset inside it. */
+  locate(gpa: number, len: number): { region: GuestRegion; offset: number };
+  /** The GPA of pair q's TX or RX buffer pool of `bytes` (allocated or given). */
+  pool(q: number, which: 'tx' | 'rx', bytes: number): number;
+  /** Calls `onCall` when vring `index`'s call eventfd fires; closed with the device / worker. */
+  watchCalls(index: number, onCall: (count: number) => void): void;
+}
+
+/** The port view of a whole started device, on the calling thread. Pools come from its allocator. */
+export function devicePortView(device: FrontendDevice): NetPortView {
+  const pairs = device.vrings.length >> 1;
+  if (pairs < 1 || device.vrings.length % 2 !== 0) throw new RangeError('a net device needs an even number of vrings (RX 2q, TX 2q+1)');
+  return {
+    features: device.features,
+    queuePairs: pairs,
+    pairs: Array.from({ length: pairs }, (_, q) => q),
+    vring: (i) => {
+      const v = device.vrings[i];
+      if (v === undefined) throw new RangeError(`no vring ${i}`);
+      return v;
+    },
+    locate: (gpa, len) => device.memory.locate(gpa, len),
+    pool: (_q, _which, bytes) => device.memory.allocator.alloc(bytes, 4096).gpa,
+    watchCalls: (i, cb) => {
+      device.watchCalls(i, cb);
+    },
+  };
+}
+
+/** Bytes of one TX and one RX buffer for these options (what a pool needs per slot). */
+export function netBufferStrides(features: bigint, frameSize: number, rxBufferSize?: number): { tx: number; rx: number } {
+  const hdr = netHeaderSize(features);
+  const mergeable = ((features >> BigInt(VIRTIO_NET_F_MRG_RXBUF)) & 1n) !== 0n;
+  const rxBuf = rxBufferSize ?? (mergeable ? 2048 : Math.max(2048, align64(hdr + frameSize)));
+  return { tx: align64(hdr + frameSize), rx: align64(rxBuf) };
+}
+
 /** loop mode: a full window with nothing received for this long counts the missing frames as lost. */
 export const WINDOW_STALL_MS = 1000;
 
-const align64 = (n: number): number => (n + 63) & ~63;
 
 /** One queue pair's state. */
 class PairState {
@@ -134,7 +193,7 @@ class PairState {
 export interface TrafficProgress {
   /** Seconds since start. */
   t: number;
-  queues: { sent: number; received: number }[];
+  queues: { q: number; sent: number; received: number }[];
 }
 
 /** Result of a run: the summary plus per-queue notification counters. */
@@ -148,7 +207,7 @@ export type TrafficResult = TrafficSummary & {
 };
 
 export class NetTraffic {
-  readonly device: FrontendDevice;
+  readonly view: NetPortView;
   readonly options: Required<Omit<NetTrafficOptions, 'rxBufferSize' | 'window'>> & { window: number };
   readonly pairs: PairState[] = [];
   /** trackers[q]: what arrived from TX queue q (by the queue id in the frames). */
@@ -169,18 +228,18 @@ export class NetTraffic {
   private startTime = 0;
   private txBudgetStart = 0;
 
-  constructor(device: FrontendDevice, options: NetTrafficOptions) {
+  constructor(source: FrontendDevice | NetPortView, options: NetTrafficOptions) {
     checkFrameSize(options.frameSize);
-    this.device = device;
-    const pairs = device.vrings.length >> 1;
-    if (pairs < 1 || device.vrings.length % 2 !== 0) throw new RangeError('a net device needs an even number of vrings (RX 2q, TX 2q+1)');
-    this.hdrLen = netHeaderSize(device.features);
-    this.mergeable = ((device.features >> BigInt(VIRTIO_NET_F_MRG_RXBUF)) & 1n) !== 0n;
-    const rxRingSize = device.vrings[0]!.size;
-    const rxBuf =
-      options.rxBufferSize ?? (this.mergeable ? 2048 : Math.max(2048, align64(this.hdrLen + options.frameSize)));
-    // A frame takes this many RX buffers (mergeable) : the default window never asks for more than the ring holds.
-    const buffersPerFrame = Math.max(1, Math.ceil((this.hdrLen + options.frameSize) / align64(rxBuf)));
+    const view = 'client' in source ? devicePortView(source) : source;
+    this.view = view;
+    this.hdrLen = netHeaderSize(view.features);
+    this.mergeable = ((view.features >> BigInt(VIRTIO_NET_F_MRG_RXBUF)) & 1n) !== 0n;
+    const first = view.pairs[0];
+    if (first === undefined) throw new RangeError('no queue pair to drive');
+    const rxRingSize = view.vring(2 * first).size;
+    const strides = netBufferStrides(view.features, options.frameSize, options.rxBufferSize);
+    // A frame takes this many RX buffers (mergeable): the default window never asks for more than the ring holds.
+    const buffersPerFrame = Math.max(1, Math.ceil((this.hdrLen + options.frameSize) / strides.rx));
     this.options = {
       mode: options.mode,
       frameSize: options.frameSize,
@@ -192,18 +251,17 @@ export class NetTraffic {
       verify: options.verify ?? true,
       indirectTx: options.indirectTx ?? false,
     };
-    const txVring = device.vrings[1]!;
-    this.useIndirectTx = this.options.indirectTx && txVring.indirect;
+    this.useIndirectTx = this.options.indirectTx && view.vring(2 * first + 1).indirect;
     this.txSegments = this.useIndirectTx ? 2 : 1;
-    if (rxBuf < this.hdrLen + 14) throw new RangeError(`RX buffers of ${rxBuf} bytes cannot hold a header and an Ethernet header`);
+    if (strides.rx < this.hdrLen + 14) throw new RangeError(`RX buffers of ${strides.rx} bytes cannot hold a header and an Ethernet header`);
     this.scratch = Buffer.alloc(65536 + 64);
     this.scratchDv = new DataView(this.scratch.buffer, this.scratch.byteOffset, this.scratch.byteLength);
-    const txStride = align64(this.hdrLen + options.frameSize);
-    for (let q = 0; q < pairs; q++) {
-      const rxV = device.vrings[2 * q]!;
-      const txV = device.vrings[2 * q + 1]!;
-      const txPool = allocPool(device, txV.size, txStride);
-      const rxPool = allocPool(device, rxV.size, align64(rxBuf));
+    for (let q = 0; q < view.queuePairs; q++) this.trackers.push(new SequenceTracker());
+    for (const q of view.pairs) {
+      const rxV = view.vring(2 * q);
+      const txV = view.vring(2 * q + 1);
+      const txPool = poolAt(view, view.pool(q, 'tx', txV.size * strides.tx), txV.size, strides.tx);
+      const rxPool = poolAt(view, view.pool(q, 'rx', rxV.size * strides.rx), rxV.size, strides.rx);
       const p = new PairState(q, rxV.ring, txV.ring, rxV.kickFd, txV.kickFd, txPool, rxPool);
       for (let s = 0; s < txPool.slots; s++) {
         const off = txPool.base + s * txPool.stride;
@@ -211,7 +269,6 @@ export class NetTraffic {
         writeProbeTemplate(txPool.u8, txPool.dv, off + this.hdrLen, options.frameSize, q);
       }
       this.pairs.push(p);
-      this.trackers.push(new SequenceTracker());
     }
   }
 
@@ -234,8 +291,8 @@ export class NetTraffic {
           p.counters.calls += n > 0 ? 1 : 0;
           this.poke();
         };
-        this.device.watchCalls(2 * p.q, onCall);
-        this.device.watchCalls(2 * p.q + 1, onCall);
+        this.view.watchCalls(2 * p.q, onCall);
+        this.view.watchCalls(2 * p.q + 1, onCall);
       }
       // Busy by default: no interrupts while we are polling anyway.
       p.rx.disableCallbacks();
@@ -397,6 +454,7 @@ export class NetTraffic {
         c.badQueue++;
         return;
       }
+      if (src !== p.q) c.crossPair++;
       this.trackers[src]!.record(probeSeq(dv, f));
       // Our frames leave with dst ..:02 / src ..:01 (DEFAULT_*_MAC): a swapped pair means macswap.
       if (dv.getUint8(f + 5) === DEFAULT_SRC_MAC[5] && dv.getUint8(f + 11) === DEFAULT_DST_MAC[5] && isSwapped(dv, f)) c.macSwapped++;
@@ -418,7 +476,7 @@ export class NetTraffic {
   progress(): TrafficProgress {
     return {
       t: (performance.now() - this.startTime) / 1000,
-      queues: this.pairs.map((p) => ({ sent: p.counters.sent, received: p.counters.received })),
+      queues: this.pairs.map((p) => ({ q: p.q, sent: p.counters.sent, received: p.counters.received })),
     };
   }
 
@@ -457,7 +515,7 @@ export class NetTraffic {
     const elapsed = (trafficEnd - this.startTime) / 1000;
     const sum = summarize(
       this.pairs.map((p) => p.counters),
-      this.trackers,
+      this.pairs.map((p) => this.trackers[p.q]),
       // Loss is known only for our own frames coming back, and only when they were checked.
       mode === 'loop' && this.options.verify,
     );
