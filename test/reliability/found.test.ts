@@ -63,6 +63,8 @@ describe('defects found by the fuzzers', () => {
       await runConnection(be.sockets.fuzz!, lane, 20261125, 3593, 8000);
       await new Promise((r) => setTimeout(r, 1500));
       expect(be.alive, `the back-end died: ${JSON.stringify(be.exitInfo)}`).toBe(true);
+      // (When the abort's timing does not line up, the leak that causes it is still there.)
+      expect(await be.workerDevices(), 'data-plane devices left running after the connection closed').toBe(0);
     } finally {
       lane.close();
       await be.stop();
