@@ -17,6 +17,7 @@ import {
   isQemuAvailable,
   makeTempDir,
   markerValue,
+  QemuGuest,
   removeDir,
   runGuest,
   socketPath,
@@ -175,4 +176,27 @@ describe('QEMU guest on vhost-ts net --module=responder', () => {
     const lines = d.statsLines(since);
     for (const row of ['p0/q0', 'p1/q0']) expect(lines.some((l) => (l.queues[row]?.['rx-pps'] ?? 0) > 0), `${row}${ctx}`).toBe(true);
   }, 150_000);
+
+  it.skipIf(!hasQemu)('--client: QEMU listens (server=on), the daemon dials in and serves the guest (needs qemu-system-x86_64 and a guest build)', async () => {
+    const sock = socketPath(dir, 'client-mode.sock');
+    // QEMU creates the socket and waits for a back-end before it boots.
+    const guest = await QemuGuest.start({ image: oneQueueGuest, append: APPEND, net: [{ socketPath: sock, server: true }] });
+    try {
+      const d = await NetDaemon.start({
+        socketPaths: [sock],
+        args: ['--client', '--module=responder', `--module-opt=ip=${IP}`, `--module-opt=mac=${MAC}`, '--cpus=1', '--stats-interval=0'],
+      });
+      daemons.push(d);
+      const run = await guest.waitForExit(90_000);
+      const ctx = `\n--- guest serial ---\n${run.serial}\n--- daemon log ---\n${daemonLog(d)}`;
+      expect(run.exit.code, ctx).toBe(0);
+      expect(markerValue(run.markers, 'ping-rc'), ctx).toBe('0');
+      expect(Number(markerValue(run.markers, 'ping-received')), ctx).toBe(4);
+      const { status } = await d.stop();
+      daemons.splice(daemons.indexOf(d), 1);
+      expect(status, ctx).toEqual({ code: 0, signal: null });
+    } finally {
+      await guest.close();
+    }
+  }, 120_000);
 });

@@ -61,7 +61,7 @@ export async function echoCheck(dev: FrontendDevice, o: { rounds: number; batch:
       if (s.tx.ring.needsKick()) native.eventfdWrite(s.tx.kickFd, 1);
       res.sent[s.q]! += o.batch;
     }
-    const end = Date.now() + (o.timeoutMs ?? 5000);
+    const end = Date.now() + (o.timeoutMs ?? 30_000);
     const got = new Array(pairs).fill(0);
     const txDone = new Array(pairs).fill(0);
     for (;;) {
