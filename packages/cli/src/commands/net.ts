@@ -8,6 +8,8 @@
  * `switch` module forwards between them; other modules serve each port on
  * its own).
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { silentLogger, stderrLogger, type Logger } from '@vhost-ts/vhost';
 import { QueueWorkerManager } from '@vhost-ts/workers';
 import {
@@ -96,6 +98,7 @@ export async function runNet(argv: string[]): Promise<number> {
 
   const logger: Logger = o.quiet === true ? { ...silentLogger, error: stderrLogger().error } : stderrLogger();
   const manager = new QueueWorkerManager();
+  const collect = afterDisconnectGc();
   const ports = fd !== undefined ? [{ fd }] : paths.map((p) => ({ path: p }));
   const fabric = isSwitch ? SwitchFabric.create({ ports: ports.length, maxFrame: (mtu ?? 1500) + 18 }) : null;
   const drivers = ports.map(
@@ -113,6 +116,7 @@ export async function runNet(argv: string[]): Promise<number> {
         ...(o['spin-us'] !== undefined ? { spinUs: o['spin-us'] as number } : {}),
         manager,
         logger,
+        callbacks: { destroyConnection: () => collect() },
         ...(fabric !== null
           ? {
               onDeviceStarted: async (_dev, workers) => {
@@ -164,6 +168,33 @@ export async function runNet(argv: string[]): Promise<number> {
     process.off('SIGINT', onSignal);
   }
   return 0;
+}
+
+/**
+ * A front-end went away: its guest memory was released at once (the pages
+ * are gone), but each released mapping stays reserved until V8 collects its
+ * last SharedArrayBuffer, and V8 does not count external mappings as memory
+ * pressure. A full collection shortly after a disconnect (rare) unmaps them
+ * promptly, so a daemon serving many reconnects keeps a flat address space.
+ */
+function afterDisconnectGc(): () => void {
+  let gc = (globalThis as { gc?: () => void }).gc;
+  if (typeof gc !== 'function') {
+    try {
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as (() => void) | undefined;
+    } catch {
+      gc = undefined;
+    }
+  }
+  if (typeof gc !== 'function') return () => {};
+  const run = gc;
+  let timer: NodeJS.Timeout | undefined;
+  return () => {
+    clearTimeout(timer);
+    timer = setTimeout(run, 100);
+    timer.unref();
+  };
 }
 
 function parseOrUsage<T>(fn: () => T): T {
