@@ -305,7 +305,9 @@ class WorkerHandle {
     const f64 = this.cb.f64;
     const pendingWord = ringWord(s.slot, RING_KICK_PENDING);
     const kicks = ringCounter(s.slot, RC_KICKS);
-    s.poller = new native.Poller(
+    let poller: Poller;
+    try {
+      poller = new native.Poller(
       s.kickFd,
       (events: number, value: number) => {
         if (events < 0) {
@@ -320,9 +322,19 @@ class WorkerHandle {
         Atomics.add(i32, CB_DOORBELL, 1);
         Atomics.notify(i32, CB_DOORBELL, 1);
       },
-      true,
-    );
-    s.poller.start(POLL_READABLE);
+        true,
+      );
+    } catch (e) {
+      throw new Error(`${this.name}: cannot watch kick fd ${s.kickFd} of vring ${s.index}: ${(e as Error).message}`, { cause: e });
+    }
+    s.poller = poller;
+    try {
+      poller.start(POLL_READABLE);
+    } catch (e) {
+      poller.close();
+      s.poller = null;
+      throw new Error(`${this.name}: cannot watch kick fd ${s.kickFd} of vring ${s.index}: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   unwatchKick(s: RingSlotMain): void {
@@ -396,6 +408,23 @@ export class DeviceWorkers {
     };
     const moduleUrl = spec.module instanceof URL ? spec.module.href : spec.module.startsWith('file:') ? spec.module : pathToFileURL(spec.module).href;
     const nWorkers = Math.ceil(numRings / qpw);
+    try {
+      this.createWorkers(spec, nWorkers, moduleUrl, tuning, cpus, rings);
+    } catch (e) {
+      // A worker that could not be created (thread limit, ...): the ones already running go.
+      for (const h of this.workers) {
+        h.closeLocal();
+        void h.worker.terminate().catch(() => undefined);
+      }
+      this.workers.length = 0;
+      throw e;
+    }
+  }
+
+  private createWorkers(spec: DeviceSpec, nWorkers: number, moduleUrl: string, tuning: WorkerTuning, cpus: number[], rings: RingSpec[]): void {
+    const qpw = this.queuesPerWorker;
+    const numRings = this.numRings;
+    const pinned = cpus.length > 0;
     for (let w = 0; w < nWorkers; w++) {
       const slotsHere = Math.min(qpw, numRings - w * qpw);
       const myRings = rings.filter((r) => Math.floor(r.index / qpw) === w);
@@ -444,7 +473,15 @@ export class DeviceWorkers {
       await this.stop().catch(() => undefined);
       throw e;
     }
-    for (const h of this.workers) for (const s of h.slots) if (s !== null && s.started) h.watchKick(s);
+    // A kick fd epoll cannot watch (a regular file, /dev/null, a memfd: EPERM) makes the
+    // Poller constructor throw: unwind everything (pollers already started, workers) so
+    // the failed device leaves nothing behind, then report which fd failed.
+    try {
+      for (const h of this.workers) for (const s of h.slots) if (s !== null && s.started) h.watchKick(s);
+    } catch (e) {
+      await this.stop().catch(() => undefined);
+      throw e;
+    }
   }
 
   private ringConfig(r: RingSpec): RingConfig {
@@ -497,13 +534,20 @@ export class DeviceWorkers {
     await Promise.all(
       [...byWorker].map(async ([h, list]) => {
         await h.update({ rings: list.map((r) => this.ringConfig(r)) }, this.ackTimeoutMs);
+        let failure: unknown = null;
         for (const r of list) {
           const slot = r.index % this.queuesPerWorker;
           const s: RingSlotMain = { index: r.index, slot, kickFd: r.kickFd ?? null, poller: null, started: true };
           h.slots[slot] = s;
-          h.watchKick(s);
           // A kick that arrived before the poller existed is not lost: the worker polls a new ring once.
+          try {
+            h.watchKick(s);
+          } catch (e) {
+            // The ring stays started (stopRings / stop handle it); the caller learns it is not watched.
+            failure ??= e;
+          }
         }
+        if (failure !== null) throw failure;
       }),
     );
   }

@@ -67,3 +67,34 @@ describe('device destroy', () => {
     expect(manager.list()).toEqual([]);
   });
 });
+
+describe('device start failures', () => {
+  it('a kick fd epoll cannot watch (/dev/null, a memfd): startDevice rejects naming the fd, and no worker, poller or device is left', async () => {
+    const { openSync, closeSync } = await import('node:fs');
+    const { native } = await import('@vhost-ts/native');
+    const nul = openSync('/dev/null', 'r');
+    const memfd = native.memfdCreate('not-pollable');
+    onCleanup(() => {
+      closeSync(nul);
+      native.close(memfd);
+    });
+    const guest = new FakeGuestMemory();
+    const rings = [0, 1].map((i) => new FakeGuestRing(guest, i, { size: 64 }));
+    onCleanup(() => rings.forEach((r) => r.close()));
+    for (const bad of [nul, memfd]) {
+      const devicesBefore = manager.list().length;
+      // vring 0's poller is created (and started) before vring 1's fails: it must be closed too.
+      const specs = [rings[0]!.spec(), { ...rings[1]!.spec(), kickFd: bad }];
+      await expect(manager.startDevice({ module: modules.sink, features: 0n, regions: guest.regions(), rings: specs, queuesPerWorker: 2, spinUs: 0 })).rejects.toThrow(
+        new RegExp(`cannot watch kick fd ${bad} of vring 1`),
+      );
+      expect(manager.list().length).toBe(devicesBefore);
+      // The good ring's kick fd is no longer watched: a new poller on it can be created.
+      const p = new native.Poller(rings[0]!.kickFd!, () => undefined, true);
+      p.close();
+    }
+    // Closing the fds the failed devices saw must not disturb the loop (a leaked poller made libuv abort).
+    native.eventfdWrite(rings[0]!.kickFd!, 1);
+    await sleep(50);
+  });
+});
