@@ -2,7 +2,8 @@
  * Per-vring requests: size, addresses, base, stop (GET_VRING_BASE), kick /
  * call / err fds and enable.
  */
-import { check } from '../../errors.js';
+import { existsSync, readlinkSync } from 'node:fs';
+import { VhostRequestError, check } from '../../errors.js';
 import { safeNumber } from '../../memory/table.js';
 import { MAX_VRING_SIZE, VHOST_USER_F_PROTOCOL_FEATURES, VRING_F_LOG, hasBit } from '../../protocol/constants.js';
 import {
@@ -117,13 +118,38 @@ export async function getVringBase(s: Session, msg: Incoming): Promise<Outcome> 
 }
 
 /** Checks the no-fd bit against the fds that came: "This flag is set when there is no file descriptor in the ancillary data." */
-function vringFdOf(msg: Incoming, p: VringFdPayload): number {
+function vringFdOf(s: Session, msg: Incoming, p: VringFdPayload): number {
   if (p.noFd) {
     check(msg.fds.length === 0, () => `${msg.name}: no-fd bit set but an fd is attached`);
     return -1;
   }
   check(msg.fds.length === 1, () => `${msg.name}: no fd attached and the no-fd bit is clear`);
-  return takeFd(msg);
+  const fd = takeFd(msg);
+  const kind = eventfdKind(fd);
+  if (kind !== null) {
+    s.closeFds([fd]);
+    throw new VhostRequestError(`${msg.name}: vring ${p.index}: the fd is not an eventfd (${kind}); kick, call and err fds must be eventfds`);
+  }
+  return fd;
+}
+
+/** Whether /proc/self/fd can tell an fd's kind (not in every sandbox). */
+const procFds = existsSync('/proc/self/fd');
+
+/**
+ * Null when `fd` is an eventfd (or /proc cannot tell), else what it is. A kick
+ * fd of another kind (a regular file, /dev/null, a memfd) cannot be watched
+ * with epoll, and a call/err fd of another kind is not a notification at all.
+ */
+function eventfdKind(fd: number): string | null {
+  if (!procFds) return null;
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch (err) {
+    return `unreadable: ${(err as Error).message}`;
+  }
+  return target === 'anon_inode:[eventfd]' ? null : target;
 }
 
 /** SET_VRING_KICK: starts the ring ("The back-end must start ring upon receiving a kick"). Needs a memory table. */
@@ -131,7 +157,7 @@ export async function setVringKick(s: Session, msg: Incoming): Promise<Outcome> 
   const p = decodeVringFd(msg.payload);
   const v = vringAt(s, p.index, msg.name);
   check(s.state.memory !== null, () => `vring ${p.index}: SET_VRING_KICK before any memory table`);
-  const fd = vringFdOf(msg, p);
+  const fd = vringFdOf(s, msg, p);
   try {
     await s.quiesceRing(p.index);
   } catch (err) {
@@ -148,7 +174,7 @@ export async function setVringKick(s: Session, msg: Incoming): Promise<Outcome> 
 export async function setVringCall(s: Session, msg: Incoming): Promise<Outcome> {
   const p = decodeVringFd(msg.payload);
   const v = vringAt(s, p.index, msg.name);
-  const fd = vringFdOf(msg, p);
+  const fd = vringFdOf(s, msg, p);
   try {
     await s.quiesceRing(p.index);
   } catch (err) {
@@ -164,7 +190,7 @@ export async function setVringCall(s: Session, msg: Incoming): Promise<Outcome> 
 export async function setVringErr(s: Session, msg: Incoming): Promise<Outcome> {
   const p = decodeVringFd(msg.payload);
   const v = vringAt(s, p.index, msg.name);
-  const fd = vringFdOf(msg, p);
+  const fd = vringFdOf(s, msg, p);
   try {
     await s.quiesceRing(p.index);
   } catch (err) {
