@@ -35,7 +35,17 @@ export async function setFeatures(s: Session, msg: Incoming): Promise<Outcome> {
   st.features = features;
   st.featuresSet = true;
   const packed = hasBit(features, VIRTIO_F_RING_PACKED);
-  for (const v of st.vrings) v.packed = packed;
+  for (const v of st.vrings) {
+    if (v.packed === packed) continue;
+    v.packed = packed;
+    // A base set before the layout changed is in the other layout's encoding (a split base
+    // is any u16, a packed one an index below 0x8000 with wrap counters): it means nothing
+    // now. Back to the initial indices; the front-end sends SET_VRING_BASE after SET_FEATURES.
+    v.lastAvailIdx = 0;
+    v.lastUsedIdx = 0;
+    v.availWrapCounter = true;
+    v.usedWrapCounter = true;
+  }
   if (!hasBit(features, VHOST_USER_F_PROTOCOL_FEATURES)) for (const v of st.vrings) v.enabled = true;
   if (st.running && old !== features) {
     try {

@@ -111,9 +111,18 @@ export async function getVringBase(s: Session, msg: Incoming): Promise<Outcome> 
   if (v.kickFd >= 0) s.closeFds([v.kickFd]);
   v.kickFd = -1;
   v.kickPolling = false;
-  const num = v.packed
-    ? encodePackedBase({ availIdx: v.lastAvailIdx, availWrap: v.availWrapCounter, usedIdx: v.lastUsedIdx, usedWrap: v.usedWrapCounter })
-    : v.lastAvailIdx;
+  let num: number;
+  if (v.packed) {
+    // Packed indices are below 0x8000 by construction (SET_VRING_BASE checks them, SET_FEATURES
+    // resets them when the layout changes); refuse rather than throw should one ever not be.
+    check(
+      v.lastAvailIdx >= 0 && v.lastAvailIdx <= 0x7fff && v.lastUsedIdx >= 0 && v.lastUsedIdx <= 0x7fff,
+      () => `vring ${index}: indices avail ${v.lastAvailIdx} / used ${v.lastUsedIdx} cannot be encoded as a packed base`,
+    );
+    num = encodePackedBase({ availIdx: v.lastAvailIdx, availWrap: v.availWrapCounter, usedIdx: v.lastUsedIdx, usedWrap: v.usedWrapCounter });
+  } else {
+    num = v.lastAvailIdx;
+  }
   return { reply: encodeVringState({ index, num }) };
 }
 
