@@ -47,6 +47,10 @@ export interface ListenerOptions {
   onConnection(fd: number): void;
 }
 
+/** First and longest delay before retrying a failed accept, ms. */
+const MIN_RETRY_MS = 10;
+const MAX_RETRY_MS = 1000;
+
 /** A listening socket and its accept loop. */
 export class UnixListener {
   private readonly options: ListenerOptions;
@@ -54,6 +58,10 @@ export class UnixListener {
   private poller: Poller | null = null;
   /** True when we created the socket file (and so remove it on close). */
   private ownsPath = false;
+  /** While accept fails for lack of fds: the retry timer, its delay, and the episode's failures. */
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private retryDelayMs = 0;
+  private failedAccepts = 0;
 
   constructor(options: ListenerOptions) {
     this.options = options;
@@ -81,21 +89,59 @@ export class UnixListener {
       this.options.logger.error(`listening socket error (poll status ${events}); still listening`);
       return;
     }
+    this.acceptAll();
+  }
+
+  /** Accepts every waiting connection; on a failure (EMFILE, ENFILE, ENOMEM...) backs off. */
+  private acceptAll(): void {
     for (;;) {
       let fd: number;
       try {
         fd = this.options.native.unixAccept(this.listenFd);
       } catch (err) {
-        this.options.logger.warn(`accept failed: ${errorMessage(err)}`);
+        this.backOff(err);
         return;
       }
-      if (fd < 0) return;
+      this.recovered();
+      if (fd < 0) break;
       this.options.onConnection(fd);
     }
   }
 
+  /**
+   * accept4 failed (at the fd limit the connection stays in the backlog, so the
+   * level-triggered poller would call us again at once): stop watching the
+   * socket and retry after a delay doubling from 10 ms up to 1 s. One log line
+   * per episode, one more when it ends.
+   */
+  private backOff(err: unknown): void {
+    this.failedAccepts++;
+    if (this.retryDelayMs === 0) {
+      this.options.logger.warn(`accept failed: ${errorMessage(err)}; not accepting, retrying with back-off up to ${MAX_RETRY_MS} ms`);
+      this.retryDelayMs = MIN_RETRY_MS;
+    } else {
+      this.retryDelayMs = Math.min(this.retryDelayMs * 2, MAX_RETRY_MS);
+    }
+    this.poller?.stop();
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.listenFd < 0 || this.poller === null) return;
+      this.poller.start(POLL_READABLE);
+      this.acceptAll();
+    }, this.retryDelayMs);
+  }
+
+  private recovered(): void {
+    if (this.retryDelayMs === 0) return;
+    this.options.logger.info(`accepting again after ${this.failedAccepts} failed accept(s)`);
+    this.retryDelayMs = 0;
+    this.failedAccepts = 0;
+  }
+
   /** Stops accepting, closes the socket and removes the socket file we created. */
   close(): void {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.poller?.close();
     this.poller = null;
     if (this.listenFd >= 0) {
