@@ -16,9 +16,13 @@ afterEach(() => {
   for (const o of open.splice(0)) o.close();
 });
 
-function pair(onMessage: (m: ReceivedMessage) => void | Promise<void>, reasons: string[] = []): { channel: MessageChannel; peer: ScriptedFrontend } {
+function pair(
+  onMessage: (m: ReceivedMessage) => void | Promise<void>,
+  reasons: string[] = [],
+  extra: Partial<ConstructorParameters<typeof MessageChannel>[0]> = {},
+): { channel: MessageChannel; peer: ScriptedFrontend } {
   const [a, b] = native.socketpair();
-  const channel = new MessageChannel({ fd: a, native, logger: silentLogger, peerSendsReplies: false, onMessage, onClose: (r) => reasons.push(r) });
+  const channel = new MessageChannel({ fd: a, native, logger: silentLogger, peerSendsReplies: false, onMessage, onClose: (r) => reasons.push(r), ...extra });
   channel.start();
   const peer = new ScriptedFrontend(b);
   open.push({ close: () => channel.close('test done') }, peer);
@@ -146,5 +150,48 @@ describe('MessageChannel', () => {
     peer.close();
     expect(reasons).toEqual(['first']);
     expect(countResources().fds).toBe(before);
+  });
+
+  it('a peer that never reads its replies: reading stops once the unsent replies pass the bound, resumes when the peer reads, and the connection closes if it never does', async () => {
+    const N = 2000;
+    const requests = new Uint8Array(HEADER_SIZE * N);
+    for (let i = 0; i < N; i++) encodeHeader({ request: FrontendRequest.GET_FEATURES, flags: 1, size: 0 }, requests.subarray(i * HEADER_SIZE));
+    const big = new Uint8Array(1024);
+    // Phase 1: bounded, then drained by the peer.
+    let handled = 0;
+    const reasons: string[] = [];
+    const { channel, peer } = pair(
+      (m) => {
+        handled++;
+        channel.send(encodeMessage(m.header.request, REPLY_FLAGS, big));
+      },
+      reasons,
+      { maxQueuedBytes: 8192, writeStallTimeoutMs: 5000 },
+    );
+    peer.sendRaw(requests);
+    await sleep(200);
+    const stalled = handled;
+    await sleep(200);
+    expect(handled, 'reading stopped while the replies are unsent').toBe(stalled);
+    expect(stalled).toBeLessThan(N);
+    let replies = 0;
+    while (replies < N) {
+      await peer.recv(3000);
+      replies++;
+    }
+    expect(handled).toBe(N);
+    expect(reasons).toEqual([]);
+    // Phase 2: the peer never reads: closed after the stall timeout.
+    const reasons2: string[] = [];
+    const p2 = pair(
+      (m) => {
+        p2.channel.send(encodeMessage(m.header.request, REPLY_FLAGS, big));
+      },
+      reasons2,
+      { maxQueuedBytes: 8192, writeStallTimeoutMs: 300 },
+    );
+    p2.peer.sendRaw(requests);
+    await until(() => reasons2.length > 0, 3000);
+    expect(reasons2[0]).toMatch(/the peer does not read: \d+ bytes in \d+ message\(s\) unsent for 300 ms/);
   });
 });

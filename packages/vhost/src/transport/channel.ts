@@ -52,7 +52,24 @@ export interface ChannelOptions {
   onMessage(message: ReceivedMessage): void | Promise<void>;
   /** Called once when the channel closes, after the fd is closed. */
   onClose(reason: string): void;
+  /**
+   * Back-pressure: while more than this many bytes wait to be sent (the peer
+   * does not read), the channel stops reading requests. Default 64 KiB.
+   */
+  maxQueuedBytes?: number;
+  /** The same bound in messages. Default 256. */
+  maxQueuedMessages?: number;
+  /**
+   * How long reading may stay stopped for unsent replies before the channel
+   * closes ("peer does not read its replies"), ms. Default 30000.
+   */
+  writeStallTimeoutMs?: number;
 }
+
+/** Default back-pressure bounds (see {@link ChannelOptions}). */
+export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024;
+export const DEFAULT_MAX_QUEUED_MESSAGES = 256;
+export const DEFAULT_WRITE_STALL_TIMEOUT_MS = 30_000;
 
 interface PendingWrite {
   data: Uint8Array;
@@ -78,6 +95,11 @@ export class MessageChannel {
 
   private handlerBusy = false;
   private readonly writes: PendingWrite[] = [];
+  /** Bytes in `writes` not sent yet. */
+  private queuedBytes = 0;
+  /** Reading stopped because too much is unsent; the stall timer closes the channel if it lasts. */
+  private writeBlocked = false;
+  private stallTimer: ReturnType<typeof setTimeout> | null = null;
   private watching = 0;
   private closedReason: string | null = null;
 
@@ -114,7 +136,9 @@ export class MessageChannel {
       return false;
     }
     this.writes.push({ data, offset: 0, fds: [...fds] });
+    this.queuedBytes += data.byteLength;
     if (this.writes.length === 1) this.flush();
+    else this.checkBackPressure();
     return !this.closed;
   }
 
@@ -125,6 +149,8 @@ export class MessageChannel {
   close(reason: string): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
+    if (this.stallTimer !== null) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
     this.poller.close();
     try {
       this.native.close(this.fd);
@@ -135,6 +161,7 @@ export class MessageChannel {
     this.pendingFds = [];
     for (const w of this.writes) this.closeFds(w.fds);
     this.writes.length = 0;
+    this.queuedBytes = 0;
     this.options.onClose(reason);
   }
 
@@ -153,7 +180,7 @@ export class MessageChannel {
 
   private updateWatch(): void {
     if (this.closed) return;
-    const want = (this.handlerBusy ? 0 : POLL_READABLE) | (this.writes.length > 0 ? POLL_WRITABLE : 0);
+    const want = (this.handlerBusy || this.writeBlocked ? 0 : POLL_READABLE) | (this.writes.length > 0 ? POLL_WRITABLE : 0);
     if (want === this.watching) return;
     this.watching = want;
     if (want === 0) this.poller.stop();
@@ -163,7 +190,7 @@ export class MessageChannel {
   // ---- reading ----------------------------------------------------------------------
 
   private readMessages(): void {
-    while (!this.closed && !this.handlerBusy) {
+    while (!this.closed && !this.handlerBusy && !this.writeBlocked) {
       const message = this.readOne();
       if (message === null) return;
       this.dispatch(message);
@@ -268,11 +295,43 @@ export class MessageChannel {
           w.fds = [];
         }
         w.offset += n;
+        this.queuedBytes -= n;
         if (w.offset < w.data.byteLength) continue;
         this.writes.shift();
       }
     } catch (err) {
       this.close(`send failed: ${errorMessage(err)}`);
+      return;
+    }
+    this.checkBackPressure();
+  }
+
+  /**
+   * Stops reading while too much is unsent (a peer that never reads its
+   * replies must not grow us without bound), resumes once the queue drained
+   * to half the bound, and closes the connection if it stays stopped for
+   * `writeStallTimeoutMs`. Updates the poller either way.
+   */
+  private checkBackPressure(): void {
+    if (this.closed) return;
+    const maxBytes = this.options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    const maxMessages = this.options.maxQueuedMessages ?? DEFAULT_MAX_QUEUED_MESSAGES;
+    if (!this.writeBlocked) {
+      if (this.queuedBytes > maxBytes || this.writes.length > maxMessages) {
+        this.writeBlocked = true;
+        const ms = this.options.writeStallTimeoutMs ?? DEFAULT_WRITE_STALL_TIMEOUT_MS;
+        this.options.logger.debug(`${this.queuedBytes} bytes in ${this.writes.length} message(s) unsent: not reading until the peer reads`);
+        this.stallTimer = setTimeout(() => {
+          this.stallTimer = null;
+          this.close(`the peer does not read: ${this.queuedBytes} bytes in ${this.writes.length} message(s) unsent for ${ms} ms`);
+        }, ms);
+      }
+    } else if (this.queuedBytes <= maxBytes / 2 && this.writes.length <= maxMessages / 2) {
+      this.writeBlocked = false;
+      if (this.stallTimer !== null) clearTimeout(this.stallTimer);
+      this.stallTimer = null;
+      // Level-triggered: POLL_READABLE fires again at once for requests already waiting.
+      this.updateWatch();
       return;
     }
     this.updateWatch();
