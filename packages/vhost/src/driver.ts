@@ -83,6 +83,14 @@ export interface VhostUserDriverOptions {
   inflight?: boolean;
   /** Add F_SEAL_SHRINK to sealable memfds the front-end shares (default true). */
   sealRegions?: boolean;
+  /**
+   * Refuse (SET_MEM_TABLE, ADD_MEM_REG, SET_LOG_BASE, SET_INFLIGHT_FD) any fd
+   * that is not sealed against shrinking and cannot be sealed: a memfd with
+   * F_SEAL_SEAL but no F_SEAL_SHRINK, a tmpfs or hugetlbfs file. Default
+   * false, because DPDK virtio-user's `--no-huge` memory is such a memfd; see
+   * "Guest memory the front-end can shrink" in the README for the risk.
+   */
+  requireSealedMemory?: boolean;
   /** How long a callback may take before the connection is closed (default 10000 ms). */
   callbackTimeoutMs?: number;
   /** Where log lines go (default: stderr, `[vhost-ts]` prefix). */
@@ -247,6 +255,7 @@ export class VhostUserDriver {
       offeredProtocolFeatures: () => this.getProtocolFeatures(),
       config: this.options.config,
       sealRegions: this.options.sealRegions ?? true,
+      requireSealedMemory: this.options.requireSealedMemory ?? false,
       callbackTimeoutMs: this.options.callbackTimeoutMs ?? 10_000,
       callbacks: this.callbacksProxy(),
     };

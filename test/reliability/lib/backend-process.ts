@@ -33,6 +33,8 @@ export interface DriverConfig {
   ackTimeoutMs?: number;
   callbackTimeoutMs?: number;
   inflight?: boolean;
+  /** VhostUserDriverOptions.requireSealedMemory: refuse memory fds that cannot be sealed against shrinking. */
+  requireSealedMemory?: boolean;
   /** Offer an (all-zero) config space (enables the CONFIG protocol feature). */
   config?: boolean;
   spinUs?: number;

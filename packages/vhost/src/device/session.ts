@@ -39,6 +39,8 @@ export interface SessionConfig {
   offeredProtocolFeatures(): bigint;
   config: ConfigSpace | undefined;
   sealRegions: boolean;
+  /** Refuse guest memory, log and inflight fds that are not sealed against shrinking. */
+  requireSealedMemory: boolean;
   callbackTimeoutMs: number;
   callbacks: VhostCallbacks;
 }

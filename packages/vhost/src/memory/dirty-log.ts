@@ -53,7 +53,7 @@ export class DirtyLogArea {
  * front-end: both are checked (no zero size, no 64-bit wrap — the shape of
  * CVE-2020-10722 — and the fd must hold offset + size bytes) before mapping.
  */
-export function mapDirtyLog(native: NativeBinding, fd: number, desc: LogDesc, options: { sealShrink: boolean; logger: Logger }): DirtyLogArea {
+export function mapDirtyLog(native: NativeBinding, fd: number, desc: LogDesc, options: { sealShrink: boolean; requireSealed?: boolean; logger: Logger }): DirtyLogArea {
   check(desc.mmapSize > 0n, 'SET_LOG_BASE: zero-sized log');
   check(desc.mmapSize + desc.mmapOffset <= BigInt(Number.MAX_SAFE_INTEGER), () =>
     `SET_LOG_BASE: mmap_size 0x${desc.mmapSize.toString(16)} + mmap_offset 0x${desc.mmapOffset.toString(16)} overflows`);

@@ -128,14 +128,14 @@ export function mapInflightArea(
   native: NativeBinding,
   fd: number,
   desc: { mmapSize: bigint; mmapOffset: bigint; numQueues: number; queueSize: number },
-  options: { packed: boolean; maxQueues: number; sealShrink: boolean; logger: Logger },
+  options: { packed: boolean; maxQueues: number; sealShrink: boolean; requireSealed?: boolean; logger: Logger },
 ): InflightArea {
   checkGeometry(desc.numQueues, desc.queueSize, options.maxQueues, 'SET_INFLIGHT_FD');
   const needed = desc.numQueues * inflightQueueRegionSize(desc.queueSize, options.packed);
   check(desc.mmapSize >= BigInt(needed), () => `SET_INFLIGHT_FD: mmap_size ${desc.mmapSize} is smaller than ${needed} bytes for ${desc.numQueues} queues of ${desc.queueSize}`);
   check(desc.mmapSize + desc.mmapOffset <= BigInt(Number.MAX_SAFE_INTEGER), 'SET_INFLIGHT_FD: mmap_size + mmap_offset overflows');
   const size = Number(desc.mmapSize);
-  const mapping = mapFdArea(native, fd, Number(desc.mmapOffset), size, { sealShrink: options.sealShrink, logger: options.logger, what: 'SET_INFLIGHT_FD area' });
+  const mapping = mapFdArea(native, fd, Number(desc.mmapOffset), size, { sealShrink: options.sealShrink, requireSealed: options.requireSealed ?? false, logger: options.logger, what: 'SET_INFLIGHT_FD area' });
   return new InflightArea({ sab: mapping.sab, offset: mapping.delta, size, numQueues: desc.numQueues, queueSize: desc.queueSize, packed: options.packed });
 }
 

@@ -18,6 +18,12 @@ import type { Logger } from '../log.js';
 export interface MapFdOptions {
   /** Add F_SEAL_SHRINK to sealable memfds that lack it (default true). */
   sealShrink: boolean;
+  /**
+   * Refuse an fd that is not sealed against shrinking once sealing was tried
+   * (the driver's `requireSealedMemory`). Default false: such an fd is mapped
+   * after the size check only.
+   */
+  requireSealed?: boolean;
   /** What is mapped, for errors and log lines (e.g. `region 2`). */
   what: string;
   logger: Logger;
@@ -57,6 +63,26 @@ export function sealAgainstShrink(native: NativeBinding, fd: number): SealOutcom
   }
 }
 
+/** True when the fd carries F_SEAL_SHRINK. */
+function isSealedAgainstShrink(native: NativeBinding, fd: number): boolean {
+  try {
+    return (native.getSeals(fd) & F_SEAL_SHRINK) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Why an fd could not be sealed, for log lines and refusals. */
+function sealState(native: NativeBinding, fd: number): string {
+  let seals: number;
+  try {
+    seals = native.getSeals(fd);
+  } catch {
+    return 'not a file that supports seals';
+  }
+  return (seals & F_SEAL_SEAL) !== 0 ? 'F_SEAL_SEAL is set without F_SEAL_SHRINK' : `seals 0x${seals.toString(16)}`;
+}
+
 /**
  * Maps `size` bytes at `offset` of `fd` after the seal and size checks.
  * Throws a VhostRequestError (refusal) when the fd is too short or mmap fails.
@@ -69,7 +95,15 @@ export function mapFdArea(native: NativeBinding, fd: number, offset: number, siz
   if (options.sealShrink) {
     const outcome = sealAgainstShrink(native, fd);
     sealed = outcome !== 'not-sealable';
-    if (!sealed) options.logger.info(`${options.what}: fd cannot be sealed against shrinking (not a sealable memfd); relying on the size check`);
+  } else {
+    sealed = isSealedAgainstShrink(native, fd);
+  }
+  if (!sealed) {
+    check(
+      options.requireSealed !== true,
+      () => `${options.what}: fd is not sealed against shrinking and cannot be sealed (${sealState(native, fd)}); refused because requireSealedMemory is set`,
+    );
+    options.logger.info(`${options.what}: fd cannot be sealed against shrinking (${sealState(native, fd)}); relying on the size check`);
   }
   let fileSize: number;
   try {

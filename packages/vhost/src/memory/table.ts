@@ -111,6 +111,7 @@ export function regionViews(gpa: number, size: number, sab: SharedArrayBuffer, s
 /** Options for {@link mapRegion}. */
 export interface MapRegionOptions {
   sealShrink: boolean;
+  requireSealed?: boolean;
   logger: Logger;
   what: string;
 }

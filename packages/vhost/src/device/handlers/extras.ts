@@ -108,6 +108,7 @@ export async function setInflightFd(s: Session, msg: Incoming): Promise<Outcome>
       packed: hasBit(s.state.features, VIRTIO_F_RING_PACKED),
       maxQueues: s.config.maxQueues,
       sealShrink: s.config.sealRegions,
+      requireSealed: s.config.requireSealedMemory,
       logger: s.logger,
     });
   } finally {

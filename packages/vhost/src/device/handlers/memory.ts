@@ -14,7 +14,7 @@ function mapAll(s: Session, ranges: readonly RegionRange[], fds: readonly number
   const regions: MemoryRegion[] = [];
   try {
     ranges.forEach((range, i) => {
-      regions.push(mapRegion(s.native, range, fds[i]!, { sealShrink: s.config.sealRegions, logger: s.logger, what: `region ${firstIndex + i}` }));
+      regions.push(mapRegion(s.native, range, fds[i]!, { sealShrink: s.config.sealRegions, requireSealed: s.config.requireSealedMemory, logger: s.logger, what: `region ${firstIndex + i}` }));
     });
     return regions;
   } catch (err) {
@@ -112,7 +112,7 @@ export async function setLogBase(s: Session, msg: Incoming): Promise<Outcome> {
   const fd = takeFd(msg);
   let log;
   try {
-    log = mapDirtyLog(s.native, fd, desc, { sealShrink: s.config.sealRegions, logger: s.logger });
+    log = mapDirtyLog(s.native, fd, desc, { sealShrink: s.config.sealRegions, requireSealed: s.config.requireSealedMemory, logger: s.logger });
   } finally {
     s.closeFds([fd]);
   }
