@@ -46,13 +46,13 @@ export function resolveNetModule(module: string | URL): { url: URL; shipped: boo
 
 /**
  * Protocol features a net back-end offers (CONFIG is kept by the control
- * plane only with a config space). CONFIGURE_MEM_SLOTS only with one queue
- * pair: QEMU runs one vhost device per queue pair on the same connection and
- * each sends ADD_MEM_REG for the same regions, which the control plane
- * refuses as overlapping; SET_MEM_TABLE (replace the whole table) is
- * idempotent.
+ * plane only with a config space). CONFIGURE_MEM_SLOTS with any number of
+ * queue pairs: QEMU runs one vhost device per queue pair on the same
+ * connection and each sends ADD_MEM_REG for the same regions; the control
+ * plane counts an identical ADD_MEM_REG as one more reference to the region
+ * (and REM_MEM_REG drops one), so the duplicates are not refused.
  */
-export function netProtocolFeatures(mtu: boolean, queuePairs = 1): bigint {
+export function netProtocolFeatures(mtu: boolean): bigint {
   let pf = bits(
     ProtocolFeature.MQ,
     ProtocolFeature.LOG_SHMFD,
@@ -63,7 +63,7 @@ export function netProtocolFeatures(mtu: boolean, queuePairs = 1): bigint {
     ProtocolFeature.RESET_DEVICE,
     ProtocolFeature.STATUS,
   );
-  if (queuePairs === 1) pf |= bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+  pf |= bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
   // "NET_MTU only with VIRTIO_NET_F_MTU".
   if (mtu) pf |= bit(ProtocolFeature.NET_MTU);
   return pf;
@@ -189,7 +189,7 @@ export class NetDriver {
       // A front-end may leave pairs beyond the first disabled (MQ): pair 0 is enough to start.
       requiredQueues: 2,
       features: this.features,
-      protocolFeatures: netProtocolFeatures(this.mtu !== null, qp),
+      protocolFeatures: netProtocolFeatures(this.mtu !== null),
       config,
       logger: this.logger,
       ...(o.callbackTimeoutMs !== undefined ? { callbackTimeoutMs: o.callbackTimeoutMs } : {}),

@@ -109,8 +109,8 @@ describe('NetDriver over a socket', () => {
       expect(hasBit(pf, f)).toBe(true);
     }
     expect(hasBit(pf, ProtocolFeature.INFLIGHT_SHMFD)).toBe(false);
-    // QEMU's per-pair vhost devices would each ADD_MEM_REG the same regions.
-    expect(hasBit(pf, ProtocolFeature.CONFIGURE_MEM_SLOTS)).toBe(false);
+    // QEMU's per-pair vhost devices each ADD_MEM_REG the same regions: counted as references.
+    expect(hasBit(pf, ProtocolFeature.CONFIGURE_MEM_SLOTS)).toBe(true);
     await client.setProtocolFeatures(pf);
     expect(await client.getQueueNum()).toBe(3);
     const cfg = decodeNetConfig(await client.getConfig(0, NET_CONFIG_SIZE));
