@@ -58,7 +58,7 @@ describe('runFrontendCli', () => {
     const c = capture();
     const backendP = FakeBackend.listen(sock);
     const run = runFrontendCli(
-      [`--socket-path=${sock}`, '--mode=loop', '--queues=2', '--seconds=0.6', '--interval-ms=200', '--size=128', '--drain-ms=3000'],
+      [`--socket-path=${sock}`, '--mode=loop', '--queues=2', '--seconds=1', '--interval-ms=100', '--size=128', '--drain-ms=3000'],
       { stdout: c.out, stderr: c.err, handleSignals: false },
     );
     const backend = await backendP;

@@ -150,8 +150,10 @@ describe('tx and rx', () => {
     const { backend, device } = await start();
     backend.startData('sink');
     const r = await run(device, 'tx', 64, 0.5, { rate: 2000 });
-    expect(r.sent).toBeGreaterThan(800);
-    expect(r.sent).toBeLessThan(1100);
+    // Never more than the budget (rate x elapsed, + one burst); a starved loop catches up in bursts.
+    expect(r.sent).toBeLessThanOrEqual(Math.ceil(2000 * r.seconds) + 32);
+    // At least most of the nominal 0.5 s budget (a late last wake-up can end the run before it sends what is due).
+    expect(r.sent).toBeGreaterThan(600);
   });
 });
 
@@ -162,6 +164,9 @@ describe('accounting options', () => {
     const r = await run(device, 'loop', 64, 0.2, { verify: false });
     expect(r.received).toBe(r.sent);
     expect(r.lost).toBe(0);
+    // The window reopens from what was received (no checks): it never stalls.
+    expect(r.windowResets).toBe(0);
+    expect(r.sent).toBeGreaterThan(1000);
   });
 });
 

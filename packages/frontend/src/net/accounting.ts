@@ -133,6 +133,10 @@ export interface TrafficSummary {
   truncated: number;
   sentBytes: number;
   receivedBytes: number;
+  /** loop: times a stalled window was reopened (frames written off as lost). */
+  windowResets: number;
+  /** Frames that came back on another pair than the one that sent them. */
+  crossPair: number;
 }
 
 /**
@@ -162,7 +166,7 @@ export function summarize(
   const queues: TrafficSummary[] = [];
   const total: TrafficSummary = {
     sent: 0, received: 0, lost: 0, duplicated: 0, reordered: 0, late: 0, bad: 0,
-    foreign: 0, foreignBad: 0, truncated: 0, sentBytes: 0, receivedBytes: 0,
+    foreign: 0, foreignBad: 0, truncated: 0, sentBytes: 0, receivedBytes: 0, windowResets: 0, crossPair: 0,
   };
   for (let q = 0; q < counters.length; q++) {
     const c = counters[q]!;
@@ -182,6 +186,8 @@ export function summarize(
       truncated: c.truncated,
       sentBytes: c.sentBytes,
       receivedBytes: c.receivedBytes,
+      windowResets: c.windowResets,
+      crossPair: c.crossPair,
     };
     queues.push(s);
     for (const k of Object.keys(total) as (keyof TrafficSummary)[]) total[k] += s[k];

@@ -321,7 +321,8 @@ export class NetTraffic {
       if (due < n) n = due;
     }
     if (this.options.mode === 'loop' && this.options.window > 0) {
-      const back = this.trackers[p.q]!.unique;
+      // What came back: distinct good frames of this stream plus corrupted ones (without checks: everything received).
+      const back = this.options.verify ? this.trackers[p.q]!.unique + p.counters.bad : p.counters.received;
       let inflight = p.counters.sent - back - p.writtenOff;
       if (inflight >= this.options.window && now - p.lastRxProgress > WINDOW_STALL_MS) {
         // Nothing came back for a long time with a full window: what is missing is lost; reopen the window.
