@@ -308,20 +308,20 @@ class WorkerHandle {
     let poller: Poller;
     try {
       poller = new native.Poller(
-      s.kickFd,
-      (events: number, value: number) => {
-        if (events < 0) {
-          this.device.workerFailed(this, 'runtime', 'POLL', `kick fd ${s.kickFd} of vring ${s.index}: poll error ${events}`, s.index);
-          s.poller?.close();
-          s.poller = null;
-          return;
-        }
-        if (value === 0) return;
-        f64[kicks] = f64[kicks]! + 1;
-        Atomics.store(i32, pendingWord, 1);
-        Atomics.add(i32, CB_DOORBELL, 1);
-        Atomics.notify(i32, CB_DOORBELL, 1);
-      },
+        s.kickFd,
+        (events: number, value: number) => {
+          if (events < 0) {
+            this.device.workerFailed(this, 'runtime', 'POLL', `kick fd ${s.kickFd} of vring ${s.index}: poll error ${events}`, s.index);
+            s.poller?.close();
+            s.poller = null;
+            return;
+          }
+          if (value === 0) return;
+          f64[kicks] = f64[kicks]! + 1;
+          Atomics.store(i32, pendingWord, 1);
+          Atomics.add(i32, CB_DOORBELL, 1);
+          Atomics.notify(i32, CB_DOORBELL, 1);
+        },
         true,
       );
     } catch (e) {
