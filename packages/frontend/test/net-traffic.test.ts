@@ -166,7 +166,7 @@ describe('accounting options', () => {
     expect(r.lost).toBe(0);
     // The window reopens from what was received (no checks): it never stalls.
     expect(r.windowResets).toBe(0);
-    expect(r.sent).toBeGreaterThan(1000);
+    expect(r.sent).toBeGreaterThan(128); // more than one window (the RX ring holds 128): it did reopen
   });
 });
 
