@@ -205,6 +205,20 @@ const CASES: BadCase[] = [
     log: /no-fd bit set but an fd is attached/,
     outcome: 'nack',
   },
+  {
+    name: 'a kick fd that is not an eventfd (a memfd)',
+    stage: 'memory',
+    send: (fe) => {
+      const fd = mem.dupFd();
+      try {
+        fe.send(FrontendRequest.SET_VRING_KICK, encodeU64(0n), { fds: [fd], needReply: true });
+      } finally {
+        native.close(fd);
+      }
+    },
+    log: /SET_VRING_KICK: vring 0: the fd is not an eventfd \(\/memfd:/,
+    outcome: 'nack',
+  },
   { name: 'no fd and the no-fd bit clear', stage: 'memory', send: (fe) => fe.send(FrontendRequest.SET_VRING_KICK, encodeU64(0n)), log: /SET_VRING_KICK: no fd attached and the no-fd bit is clear/, outcome: 'close' },
   { name: 'vring fd payload with bits above bit 8', stage: 'negotiated', send: (fe) => fe.send(FrontendRequest.SET_VRING_CALL, encodeU64(0x1_0000n)), log: /has bits set above bit 8/, outcome: 'close' },
   { name: 'SET_VRING_ENABLE with num 2', stage: 'negotiated', send: (fe) => fe.send(FrontendRequest.SET_VRING_ENABLE, state(0, 2)), log: /SET_VRING_ENABLE num 2 must be 0 or 1/, outcome: 'close' },
