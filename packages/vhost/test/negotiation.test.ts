@@ -276,6 +276,23 @@ describe('stop and start', () => {
       await h2.stop();
     }
   });
+
+  it('SET_FEATURES switching the ring layout resets a base set for the other layout (a split 0x8000 is no packed base)', async () => {
+    const h2 = await startHarness({ features: TEST_FEATURES | bit(VIRTIO_F_RING_PACKED) });
+    const fe2 = ScriptedFrontend.connect(h2.socketPath);
+    try {
+      const { offered } = await negotiate(fe2, { protocol: bit(ProtocolFeature.REPLY_ACK), features: TEST_FEATURES });
+      expect(await fe2.ack(FrontendRequest.SET_VRING_NUM, encodeVringState({ index: 0, num: 64 }))).toBe(0n);
+      expect(await fe2.ack(FrontendRequest.SET_VRING_BASE, encodeVringState({ index: 0, num: 0x8000 }))).toBe(0n);
+      expect(await fe2.ack(FrontendRequest.SET_FEATURES, u64(offered))).toBe(0n); // RING_PACKED on
+      const r = await fe2.request(FrontendRequest.GET_VRING_BASE, encodeVringState({ index: 0, num: 0 }));
+      expect(decodeVringState(r.payload).num).toBe(0x8000_8000); // the initial packed base
+      expect(h2.logger.has(/internal error/)).toBe(false);
+    } finally {
+      fe2.close();
+      await h2.stop();
+    }
+  });
 });
 
 describe('while running', () => {
