@@ -100,8 +100,15 @@ export interface DeviceSpec {
   yieldIntervalMs?: number;
   /** How long a pause/stop waits for a module's in-flight chains, ms. Default 1000. */
   drainTimeoutMs?: number;
-  /** Timeout of every acknowledgement (start, pause, stop, ...), ms. Default 5000. */
+  /** Timeout of every acknowledgement of a running worker (pause, stop, ...), ms. Default 5000. */
   ackTimeoutMs?: number;
+  /**
+   * How long a new worker may take to load its module and report ready, ms
+   * (default: the larger of 10 s and twice `ackTimeoutMs`). Start-up compiles
+   * and imports code, which on a busy machine takes far longer than a
+   * control handshake with a running worker.
+   */
+  startTimeoutMs?: number;
   /** Receives the workers' log lines. Default: console.error for warn/error, nothing else. */
   logger?: (level: 'debug' | 'info' | 'warn' | 'error', message: string) => void;
 }
@@ -370,6 +377,7 @@ export class DeviceWorkers {
   private readonly workers: WorkerHandle[] = [];
   private readonly errorHandlers: ((e: DataPlaneError) => void)[] = [];
   private readonly ackTimeoutMs: number;
+  private readonly startTimeoutMs: number;
   private readonly logger: NonNullable<DeviceSpec['logger']>;
   private stopped: Promise<RingIndices[]> | null = null;
   private readyWaiters = new Map<WorkerHandle, { resolve: () => void; reject: (e: Error) => void }>();
@@ -392,6 +400,7 @@ export class DeviceWorkers {
     }
     this.numRings = numRings;
     this.ackTimeoutMs = spec.ackTimeoutMs ?? 5000;
+    this.startTimeoutMs = spec.startTimeoutMs ?? Math.max(10_000, this.ackTimeoutMs * 2);
     this.logger =
       spec.logger ??
       ((level, message) => {
@@ -462,11 +471,11 @@ export class DeviceWorkers {
           this.readyWaiters.set(h, { resolve, reject });
         }),
     );
-    const timeout = this.ackTimeoutMs;
+    const timeout = this.startTimeoutMs;
     try {
       await Promise.all(
         ready.map((p, i) =>
-          withTimeout(p, timeout * 2, () => new DataPlaneTimeoutError(`${this.id}/q${i}: worker not ready within ${timeout * 2} ms`)),
+          withTimeout(p, timeout, () => new DataPlaneTimeoutError(`${this.id}/q${i}: worker not ready within ${timeout} ms`)),
         ),
       );
     } catch (e) {
