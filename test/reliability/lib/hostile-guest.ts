@@ -23,6 +23,8 @@ export interface HostileOptions {
   regions?: number;
   /** Device feature bits to take when offered (e.g. virtio-net CSUM). */
   deviceFeatures?: bigint;
+  /** Protocol features to take when offered (default: the front-end's REPLY_ACK | MQ | STATUS). */
+  protocolFeatures?: bigint;
 }
 
 export interface Region {
@@ -51,6 +53,7 @@ export class HostileGuest {
       indirect: true,
       memory: { kind: 'multi', size: o.memory ?? 3 << 20, regions: o.regions ?? 3 },
       ...(o.deviceFeatures !== undefined ? { deviceFeatures: o.deviceFeatures } : {}),
+      ...(o.protocolFeatures !== undefined ? { protocolFeatures: o.protocolFeatures } : {}),
     });
     const g = new HostileGuest(fe);
     try {
