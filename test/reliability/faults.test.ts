@@ -236,12 +236,15 @@ describe('a front-end that never reads its replies', () => {
       let sent = 0;
       let offset = 0;
       const end = Date.now() + 25_000;
-      while (sent < 250_000 && Date.now() < end) {
+      let lastProgress = Date.now();
+      // Until 250,000 are sent, or the back-end stopped reading (no progress for 2 s: back-pressure).
+      while (sent < 250_000 && Date.now() < end && Date.now() - lastProgress < 2000) {
         const n = native.sendmsg(fd, batch, offset, batch.byteLength - offset);
         if (n < 0) {
           await new Promise((r) => setTimeout(r, 2));
           continue;
         }
+        lastProgress = Date.now();
         offset = (offset + n) % batch.byteLength;
         sent += n / 12;
       }

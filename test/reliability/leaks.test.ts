@@ -47,6 +47,12 @@ describe('leak accounting', () => {
     const next = (): Promise<unknown> => new Promise((r) => child.once('message', r));
     try {
       await next();
+      // Warm-up: one leak/free cycle first (the child's loop registers some handles lazily).
+      child.send('leak');
+      await next();
+      child.send('free');
+      await next();
+      await new Promise((r) => setTimeout(r, 200));
       const base = snapshot({ pid: child.pid!, native: { live: 0, released: 0 } });
       expect(base.pid).toBe(child.pid);
       expect(base.fds.size).toBeGreaterThan(2);
