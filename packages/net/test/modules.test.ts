@@ -278,7 +278,7 @@ describe('switch', () => {
     // A to B, now known: forwarded, not flooded.
     for (let i = 0; i < 10; i++) ga.send(testFrame(200, 10 + i, macB, macA));
     const f3 = await receive(gb, 10);
-    expect(f3.map((f) => f[14] ^ 14)).toEqual(f3.map((_, i) => (10 + i) & 0xff));
+    expect(f3.map((f) => f[14]! ^ 14)).toEqual(f3.map((_, i) => (10 + i) & 0xff));
     const sa = await a.dev.remote(0).moduleStats();
     const sb = await b.dev.remote(0).moduleStats();
     expect(sa).toMatchObject({ port: 0, flooded: 1, forwarded: 10, rxPackets: 1 });

@@ -55,7 +55,7 @@ export class LocalRing implements QueueRing {
     return typeof d.available === 'function' ? d.available() : d.hasWork() ? 1 : 0;
   }
   complete(chain: Chain, len: number): void {
-    this.completeId(chain.head, len, chain.descCount);
+    this.completeId(chain.head, len);
   }
   completeId(head: number, len: number): void {
     this.device!.push(head, len);
