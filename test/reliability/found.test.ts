@@ -173,7 +173,7 @@ describe('defects found by the fuzzers', () => {
    * escapes the handler as an internal error ("ADD_MEM_REG: internal error: Error: ...
    * update #1 failed in the worker").
    */
-  it.fails('ADD_MEM_REG of a region with an odd mmap_offset on a running device: refused up front, or accepted with the device still working; no internal error (known defect: the control plane accepts offsets the data plane cannot map)', async () => {
+  it('ADD_MEM_REG of a region with an odd mmap_offset on a running device: refused up front, or accepted with the device still working; no internal error', async () => {
     const be = await BackendProcess.start({ drivers: [{ name: 'dev', module: 'loopback', queuesPerWorker: 2, maxQueues: 2, features: [32] }] });
     try {
       const g = await HostileGuest.open(be.sockets.dev!, { protocolFeatures: 0x1_8009n }); // MQ, REPLY_ACK, CONFIGURE_MEM_SLOTS, STATUS

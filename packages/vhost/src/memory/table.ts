@@ -80,6 +80,11 @@ export function validateRegionDesc(desc: MemoryRegionDesc, what: string): Region
   check(desc.guestPhysAddr + desc.memorySize <= BigInt(MAX_SAFE), `${what}: guest range [0x${desc.guestPhysAddr.toString(16)}, +0x${desc.memorySize.toString(16)}) is beyond 2^53`);
   check(desc.userspaceAddr + desc.memorySize <= BigInt(MAX_SAFE), `${what}: front-end range [0x${desc.userspaceAddr.toString(16)}, +0x${desc.memorySize.toString(16)}) is beyond 2^53`);
   check(desc.mmapOffset + desc.memorySize <= BigInt(MAX_SAFE), `${what}: mmap_offset + size is beyond 2^53`);
+  // The spec sets no alignment for mmap_offset, but ring index words are read
+  // as 16-bit atomics through views of the mapping, which need an even byte
+  // offset; real front-ends use page-aligned offsets. Refuse odd ones here
+  // rather than acknowledge a region the queue workers cannot map.
+  check((desc.mmapOffset & 1n) === 0n, `${what}: mmap_offset 0x${desc.mmapOffset.toString(16)} is odd (vhost-ts maps regions at even offsets only)`);
   return {
     guestPhysAddr: Number(desc.guestPhysAddr),
     size: Number(desc.memorySize),
