@@ -9,6 +9,9 @@ export default defineConfig({
     // Processes, not threads: tests count fds and mappings of their own process.
     pool: 'forks',
     maxWorkers: 2,
+    // The JSON report lets .ci/run print a plain 'N passed, N failed' closing line.
+    reporters: ['default', 'json'],
+    outputFile: { json: 'test-results.json' },
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },
