@@ -20,6 +20,7 @@
  * on CPU 1, the front-end's data path runs on CPU 0 (our main thread is pinned,
  * DPDK's forwarding lcore is 1@0).
  */
+import { loadavg } from 'node:os';
 import { native } from '@vhost-ts/native';
 import { acquirePeerLock, isTestpmdAvailable, makeTempDir, removeDir, socketPath, Testpmd } from '@vhost-ts/peers';
 import { NetTraffic, openNetDevice, type TrafficResult } from '@vhost-ts/frontend';
@@ -113,6 +114,7 @@ async function main(): Promise<void> {
   const affinity = native.getAffinity();
   if (affinity.includes(0) && affinity.length > 1) native.setAffinity([0]);
   const rows: { scenario: string; size: number; ours: number[]; dpdk: number[] }[] = [];
+  const loadBefore = loadavg()[0]!;
   try {
     for (const scenario of o.scenarios) {
       const be = await Testpmd.start({
@@ -142,7 +144,9 @@ async function main(): Promise<void> {
     await removeDir(dir);
     await release();
   }
-  console.log(`\nfront-end vs DPDK virtio-user, DPDK vhost PMD back-end, ${o.packed ? 'packed' : 'split'} rings, queue size ${o.queueSize}, 1 queue pair, medians of ${o.pairs} A/B pairs (Mpps at the back-end)`);
+  // Busy-polling peers on a 2-core machine collapse when other processes compete: say how loaded it was.
+  console.log(`\nload average (1 min): ${loadBefore.toFixed(2)} before, ${loadavg()[0]!.toFixed(2)} after`);
+  console.log(`front-end vs DPDK virtio-user, DPDK vhost PMD back-end, ${o.packed ? 'packed' : 'split'} rings, queue size ${o.queueSize}, 1 queue pair, medians of ${o.pairs} A/B pairs (Mpps at the back-end)`);
   console.log('scenario  size   ours    dpdk   ours/dpdk   samples ours | dpdk');
   for (const r of rows) {
     const a = median(r.ours);
