@@ -41,7 +41,8 @@ for (const pairs of [1, 2]) {
 
     beforeAll(async () => {
       dir = await makeTempDir('fe-dpdk');
-      tp = await Testpmd.start({ role: 'backend', socketPath: socketPath(dir, `vhost${pairs}.sock`), queues: pairs, autoStart: false, forwardMode: 'rxonly', txpkts: 64 });
+      // Forwarding lcore on CPU 1, explicitly (the harness's default derives it from our affinity).
+      tp = await Testpmd.start({ role: 'backend', socketPath: socketPath(dir, `vhost${pairs}.sock`), queues: pairs, autoStart: false, forwardMode: 'rxonly', txpkts: 64, lcores: '0@0,1@1' });
       // testpmd forwards on CPU 1 (its main lcore sleeps on CPU 0): keep our thread on CPU 0.
       affinity = native.getAffinity();
       if (affinity.includes(0) && affinity.length > 1) native.setAffinity([0]);
@@ -217,7 +218,7 @@ describe('DPDK vhost PMD in client mode (client=1), our front-end listening (--s
       const isListening = new Promise<void>((r) => (listening = r));
       const devP = openNetDevice({ socketPath: sock, server: true, onListening: listening, timeoutMs: 30_000 });
       await isListening;
-      tp = await Testpmd.start({ role: 'backend', socketPath: sock, client: true, forwardMode: 'macswap' });
+      tp = await Testpmd.start({ role: 'backend', socketPath: sock, client: true, forwardMode: 'macswap', lcores: '0@0,1@1' });
       dev = await devP;
       if (affinity.includes(0) && affinity.length > 1) native.setAffinity([0]);
       const t = new NetTraffic(dev, { mode: 'loop', frameSize: 64 });

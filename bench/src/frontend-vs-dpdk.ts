@@ -92,6 +92,7 @@ async function runDpdk(be: Testpmd, o: Options, scenario: 'tx' | 'loop', size: n
     autoStart: scenario === 'tx',
     packedVq: o.packed,
     queueSize: o.queueSize,
+    lcores: '0@1,1@0', // forwarding on CPU 0, like our front-end
     name: 'testpmd-virtio-user',
   });
   try {
@@ -121,6 +122,9 @@ async function main(): Promise<void> {
         role: 'backend',
         socketPath: socketPath(dir, `${scenario}.sock`),
         forwardMode: scenario === 'tx' ? 'rxonly' : 'io',
+        // Explicit: this process is pinned to CPU 0, and the harness's default reads the CPU
+        // count from our affinity mask (it would then put both lcores on CPU 0).
+        lcores: '0@0,1@1',
         name: 'testpmd-vhost',
       });
       try {
