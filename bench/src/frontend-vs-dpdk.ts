@@ -65,6 +65,17 @@ const median = (xs: number[]): number => {
 };
 const mpps = (x: number): string => (x / 1e6).toFixed(3);
 
+/** A sample whose set-up failed (e.g. a testpmd prompt garbled by a concurrent log line) is taken again, once. */
+async function retry<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    console.error(`sample failed, retrying once: ${(e as Error).message.split('\n')[0]}`);
+    await sleep(1000);
+    return f();
+  }
+}
+
 /** One measurement with our front-end: back-end RX pps over the window, plus our own result. */
 async function runOurs(be: Testpmd, o: Options, scenario: 'tx' | 'loop', size: number): Promise<{ pps: number; ours: TrafficResult }> {
   const dev = await openNetDevice({ socketPath: be.socketPath, packed: o.packed, queueSize: o.queueSize });
@@ -131,9 +142,9 @@ async function main(): Promise<void> {
         for (const size of o.sizes) {
           const row = { scenario, size, ours: [] as number[], dpdk: [] as number[] };
           for (let p = 0; p < o.pairs; p++) {
-            const a = await runOurs(be, o, scenario, size);
+            const a = await retry(() => runOurs(be, o, scenario, size));
             row.ours.push(a.pps);
-            const b = await runDpdk(be, o, scenario, size);
+            const b = await retry(() => runDpdk(be, o, scenario, size));
             row.dpdk.push(b);
             console.log(JSON.stringify({ type: 'pair', scenario, size, pair: p, oursPps: Math.round(a.pps), dpdkPps: Math.round(b), oursSelf: { sent: a.ours.sent, received: a.ours.received, lost: a.ours.lost } }));
           }
