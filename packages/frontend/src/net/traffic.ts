@@ -50,6 +50,8 @@ export interface NetTrafficOptions {
   window?: number;
   /** Busy-poll (never sleep on call eventfds). */
   poll?: boolean;
+  /** loop: a full window with nothing back for this long is written off as lost (default 1000 ms). */
+  windowStallMs?: number;
   /** Keep polling this long without work before sleeping on notifications (default 200 µs; 0 with a rate limit). */
   spinUs?: number;
   /** Check frame content (default true). */
@@ -153,7 +155,7 @@ export function netBufferStrides(features: bigint, frameSize: number, rxBufferSi
   return { tx: align64(hdr + frameSize), rx: align64(rxBuf) };
 }
 
-/** loop mode: a full window with nothing received for this long counts the missing frames as lost. */
+/** loop mode default: a full window with nothing received for this long counts the missing frames as lost. */
 export const WINDOW_STALL_MS = 1000;
 
 
@@ -250,6 +252,7 @@ export class NetTraffic {
       spinUs: options.spinUs ?? ((options.rate ?? 0) > 0 ? 0 : 200),
       verify: options.verify ?? true,
       indirectTx: options.indirectTx ?? false,
+      windowStallMs: options.windowStallMs ?? WINDOW_STALL_MS,
     };
     this.useIndirectTx = this.options.indirectTx && view.vring(2 * first + 1).indirect;
     this.txSegments = this.useIndirectTx ? 2 : 1;
@@ -324,7 +327,7 @@ export class NetTraffic {
       // What came back: distinct good frames of this stream plus corrupted ones (without checks: everything received).
       const back = this.options.verify ? this.trackers[p.q]!.unique + p.counters.bad : p.counters.received;
       let inflight = p.counters.sent - back - p.writtenOff;
-      if (inflight >= this.options.window && now - p.lastRxProgress > WINDOW_STALL_MS) {
+      if (inflight >= this.options.window && now - p.lastRxProgress > this.options.windowStallMs) {
         // Nothing came back for a long time with a full window: what is missing is lost; reopen the window.
         // (Writing off frames that are merely late could overflow the RX ring when they do arrive.)
         p.writtenOff = p.counters.sent - back;
