@@ -65,14 +65,19 @@ const median = (xs: number[]): number => {
 };
 const mpps = (x: number): string => (x / 1e6).toFixed(3);
 
-/** A sample whose set-up failed (e.g. a testpmd prompt garbled by a concurrent log line) is taken again, once. */
+/**
+ * A sample whose set-up failed (e.g. testpmd's prompt garbled by a concurrent log line, which
+ * the harness then waits for in vain) is taken again, up to 3 attempts.
+ */
 async function retry<T>(f: () => Promise<T>): Promise<T> {
-  try {
-    return await f();
-  } catch (e) {
-    console.error(`sample failed, retrying once: ${(e as Error).message.split('\n')[0]}`);
-    await sleep(1000);
-    return f();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await f();
+    } catch (e) {
+      if (attempt >= 3) throw e;
+      console.error(`sample failed (attempt ${attempt}), retrying: ${(e as Error).message.split('\n')[0]}`);
+      await sleep(1000);
+    }
   }
 }
 
