@@ -179,8 +179,12 @@ export async function setVringKick(s: Session, msg: Incoming): Promise<Outcome> 
   v.started = true;
 }
 
-/** SET_VRING_CALL: the fd the back-end writes to interrupt the guest (no-fd bit: the front-end polls). */
-export async function setVringCall(s: Session, msg: Incoming): Promise<Outcome> {
+/**
+ * The common part of SET_VRING_CALL/ERR: decode, take the fd (or the no-fd
+ * bit), and quiesce the ring before the caller swaps the fd in; the new fd is
+ * closed if quiescing fails.
+ */
+async function takeQuiescedVringFd(s: Session, msg: Incoming): Promise<{ v: ReturnType<typeof vringAt>; fd: number; noFd: boolean }> {
   const p = decodeVringFd(msg.payload);
   const v = vringAt(s, p.index, msg.name);
   const fd = vringFdOf(s, msg, p);
@@ -190,22 +194,20 @@ export async function setVringCall(s: Session, msg: Incoming): Promise<Outcome> 
     if (fd >= 0) s.closeFds([fd]);
     throw err;
   }
+  return { v, fd, noFd: p.noFd };
+}
+
+/** SET_VRING_CALL: the fd the back-end writes to interrupt the guest (no-fd bit: the front-end polls). */
+export async function setVringCall(s: Session, msg: Incoming): Promise<Outcome> {
+  const { v, fd, noFd } = await takeQuiescedVringFd(s, msg);
   if (v.callFd >= 0) s.closeFds([v.callFd]);
   v.callFd = fd;
-  v.callPolling = p.noFd;
+  v.callPolling = noFd;
 }
 
 /** SET_VRING_ERR: the fd to signal ring errors on. */
 export async function setVringErr(s: Session, msg: Incoming): Promise<Outcome> {
-  const p = decodeVringFd(msg.payload);
-  const v = vringAt(s, p.index, msg.name);
-  const fd = vringFdOf(s, msg, p);
-  try {
-    await s.quiesceRing(p.index);
-  } catch (err) {
-    if (fd >= 0) s.closeFds([fd]);
-    throw err;
-  }
+  const { v, fd } = await takeQuiescedVringFd(s, msg);
   if (v.errFd >= 0) s.closeFds([v.errFd]);
   v.errFd = fd;
 }
