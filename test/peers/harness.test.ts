@@ -1,7 +1,8 @@
 // Fast checks of the real-peer harness: argument vectors, output parsers, cpio writer, process
 // management. No peer is started except short-lived shell processes.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   cpioNewc,
   initScript,
@@ -13,6 +14,8 @@ import {
   parsePortStats,
   pidAlive,
   qemuArgs,
+  removeDir,
+  Testpmd,
   socketPath,
   storageDaemonArgs,
   testpmdArgs,
@@ -188,6 +191,62 @@ describe('process management', () => {
       expect(pidAlive(pid)).toBe(true);
     }
     expect(pidAlive(pid)).toBe(false);
+  });
+
+  it('keeps stdout apart from stderr so a prompt written byte by byte is found whatever stderr does', async () => {
+    // What DPDK's cmdline does: the prompt a byte at a time, and testpmd's main thread writing an
+    // error line to stderr meanwhile ("testp" + error + "md> " in the merged capture).
+    const p = new ManagedProcess('sh', ['-c', `printf 'testp'; sleep 0.2; echo 'Error during enabling promiscuous mode - ignore' >&2; sleep 0.2; printf 'md> '; sleep 5`], { name: 'sh' });
+    try {
+      await p.waitForOutput('testpmd> ', { timeoutMs: 5000, stream: 'stdout' });
+      expect(p.output.text()).toContain('Error during enabling');
+      expect(p.output.text()).not.toContain('testpmd> ');
+      expect(p.stdout.text()).toBe('testpmd> ');
+      await expect(p.waitForOutput('testpmd> ', { timeoutMs: 100 })).rejects.toThrow(/within 100 ms/);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('talks to a testpmd whose prompt is split by stderr lines (start-up and commands)', async () => {
+    const dir = await makeTempDir('fake-testpmd');
+    const script = join(dir, 'testpmd');
+    // A stand-in for dpdk-testpmd: every prompt is split by a stderr line, like the real one's
+    // "Error during enabling promiscuous mode" at start-up; `stop` answers on stderr only.
+    const stats = PORT_STATS.replace(/^\ntestpmd> show port stats all\n/, '').replace(/testpmd> $/, '');
+    writeFileSync(
+      script,
+      `#!/bin/sh
+prompt() { printf 'testp'; sleep 0.05; echo "Error during enabling promiscuous mode - ignore" >&2; sleep 0.05; printf 'md> '; }
+echo "Port 0: 56:48:4F:53:54:00"
+prompt
+while read -r line; do
+  case "$line" in
+    "show port stats all") cat <<'STATS'
+${stats}
+STATS
+      ;;
+    stop) echo "Packet forwarding not started" >&2 ;;
+    quit) exit 0 ;;
+  esac
+  prompt
+done
+`,
+    );
+    chmodSync(script, 0o755);
+    const tp = await Testpmd.start({ role: 'frontend', binary: script, waitForSocket: false, readyTimeoutMs: 5000 });
+    try {
+      const stats = await tp.portStat(0, 5000);
+      expect(stats.txPackets).toBe(18312928);
+      expect(stats.txPps).toBe(9156464);
+      await expect(tp.stop(5000)).rejects.toThrow(/forwarding was not started/);
+      // Still in step: the next command gets its own answer.
+      expect((await tp.portStat(0, 5000)).txBytes).toBe(1172027392);
+      expect(tp.macAddress()).toBe('56:48:4f:53:54:00');
+    } finally {
+      expect((await tp.close()).code).toBe(0);
+      await removeDir(dir);
+    }
   });
 
   it('refuses socket paths the kernel cannot bind', () => {

@@ -86,6 +86,13 @@ export interface WaitForOutputOptions {
   timeoutMs?: number;
   /** Stream position to search from (default: the beginning of the retained output). */
   since?: number;
+  /**
+   * Which capture to search: `all` (stdout and stderr as they arrived, the default) or `stdout`
+   * alone. Positions (`since`, the match's `start`/`end`) are in that capture. Use `stdout` for a
+   * prompt a program writes byte by byte (DPDK's cmdline does): a stderr line arriving meanwhile
+   * lands in the middle of it in the merged capture ("testp" + error line + "md> ").
+   */
+  stream?: 'all' | 'stdout';
 }
 
 /** Every managed process still alive: killed (SIGKILL to the group) if this Node process exits. */
@@ -114,7 +121,10 @@ function installExitHooks(): void {
  * temp directories; it is safe to call more than once.
  */
 export class ManagedProcess implements AsyncDisposable {
+  /** stdout and stderr, interleaved in arrival order. */
   readonly output: OutputRing;
+  /** stdout alone (stays in the program's write order whatever stderr does). */
+  readonly stdout: OutputRing;
   readonly child: ChildProcess;
   readonly pid: number;
   readonly exited: Promise<ExitStatus>;
@@ -131,6 +141,7 @@ export class ManagedProcess implements AsyncDisposable {
   ) {
     installExitHooks();
     this.output = new OutputRing(options.ringCapacity);
+    this.stdout = new OutputRing(options.ringCapacity);
     this.#cleanupDirs = [...(options.cleanupDirs ?? [])];
     this.commandLine = [file, ...args].map(shellQuote).join(' ');
     this.child = spawn(file, args, {
@@ -150,6 +161,7 @@ export class ManagedProcess implements AsyncDisposable {
     const onData = (i: number) => (buf: Buffer) => {
       const text = (decoders[i] as StringDecoder).write(buf);
       this.output.push(text);
+      if (i === 0) this.stdout.push(text);
       options.onOutput?.(text);
       for (const w of [...this.#waiters]) w();
     };
@@ -212,12 +224,14 @@ export class ManagedProcess implements AsyncDisposable {
    * when the process exits first, with the end of the output in the message.
    */
   waitForOutput(pattern: RegExp | string, options: WaitForOutputOptions = {}): Promise<OutputMatch> {
-    const { timeoutMs = 10_000, since = this.output.start } = options;
+    const ring = options.stream === 'stdout' ? this.stdout : this.output;
+    const { timeoutMs = 10_000, since = ring.start } = options;
     const re = typeof pattern === 'string' ? new RegExp(escapeRegExp(pattern)) : pattern;
+    const where = options.stream === 'stdout' ? ' on stdout' : '';
     return new Promise((resolve, reject) => {
       const check = (): boolean => {
-        const from = Math.max(since, this.output.start);
-        const m = this.output.since(since).match(re);
+        const from = Math.max(since, ring.start);
+        const m = ring.since(since).match(re);
         if (m !== null) {
           cleanup();
           const start = from + (m.index ?? 0);
@@ -226,14 +240,14 @@ export class ManagedProcess implements AsyncDisposable {
         }
         if (this.#exit !== undefined) {
           cleanup();
-          reject(new Error(`${this.options.name} exited before printing ${re}\n${this.describe()}`));
+          reject(new Error(`${this.options.name} exited before printing ${re}${where}\n${this.describe()}`));
           return true;
         }
         return false;
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new TimeoutError(`${this.options.name}: no ${re} within ${timeoutMs} ms\n${this.describe()}`));
+        reject(new TimeoutError(`${this.options.name}: no ${re}${where} within ${timeoutMs} ms\n${this.describe()}`));
       }, timeoutMs);
       const cleanup = (): void => {
         clearTimeout(timer);

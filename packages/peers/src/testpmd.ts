@@ -349,7 +349,9 @@ export class Testpmd implements AsyncDisposable {
     });
     const tp = new Testpmd(proc, options, sock, filePrefix, tempDir);
     const promptUp = async (timeoutMs: number): Promise<void> => {
-      await proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs });
+      // On stdout alone: cmdline writes the prompt a byte at a time, and a stderr line such as
+      // "Error during enabling promiscuous mode ... - ignore" can land inside it.
+      await proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs, stream: 'stdout' });
       tp.#promptSeen = true;
       // Settings testpmd rejects with a warning but runs without: fail instead of measuring
       // something else than asked.
@@ -409,14 +411,20 @@ export class Testpmd implements AsyncDisposable {
     const timeoutMs = options.timeoutMs ?? 10_000;
     const run = async (): Promise<string> => {
       const since = this.proc.output.position;
+      const stdoutSince = this.proc.stdout.position;
       this.proc.write(`${cmd}\n`);
-      let after = since;
+      let end: number | undefined;
       if (options.until !== undefined) {
-        after = (await this.proc.waitForOutput(options.until, { timeoutMs, since })).end;
+        // Searched in both streams ("Packet forwarding not started" goes to stderr).
+        end = (await this.proc.waitForOutput(options.until, { timeoutMs, since })).end;
       }
-      const prompt = await this.proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs, since: after });
+      // The first prompt on stdout after the command was typed comes after everything the command
+      // printed there (cmdline prints it once the command returns). Looked for on stdout alone:
+      // see start().
+      await this.proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs, since: stdoutSince, stream: 'stdout' });
+      end = Math.max(end ?? 0, this.proc.output.position);
       const text = this.proc.output.since(since);
-      return text.slice(0, Math.max(0, prompt.end - Math.max(since, this.proc.output.start)));
+      return text.slice(0, Math.max(0, end - Math.max(since, this.proc.output.start)));
     };
     const p = this.#queue.then(
       () => this.#ready.then(run),
