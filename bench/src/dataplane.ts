@@ -3,7 +3,7 @@
  * Options: `--time MS` per throughput case (default 2000), `--gc-time MS` (default 10000),
  * `--samples N` latency samples (default 2000), `--driver-cpu N` (default 0), `--device-cpu N` (default 1),
  * `--spin-us N` device spin before sleeping (default 50), `--copy 0|1` device copies payloads (default 1),
- * `--packed` (packed ring instead of split).
+ * `--packed` (packed ring instead of split), `--gap-us N` pause between latency samples (default 1000).
  *
  * Setup: guest memory is one plain SharedArrayBuffer; one vring of Q = 1024
  * with EVENT_IDX. The driver side (virtio's driver ring, as a guest would)
@@ -19,7 +19,7 @@
  * 2. Wake-up latency: the device sleeps (notifications on, after its spin);
  *    the driver adds one chain, kicks the eventfd and spins until the used
  *    entry is visible: kick -> main-thread poller -> doorbell -> Atomics.wait
- *    returns -> pop -> module -> used. 1 ms pause between samples. p50/p99.
+ *    returns -> pop -> module -> used. `--gap-us` pause between samples. p50/p99.
  * 3. GC: a `--gc-time` run at 64 B, batch 32, counting 'gc' performance
  *    entries in the device worker, the driver worker and the main thread.
  */
@@ -307,10 +307,10 @@ async function main(): Promise<void> {
   }
 
   const wBefore = dev.stats().workers[0]!;
-  const lat = (await ask<{ latency: number[] }>({ cmd: 'latency', samples, gapMs: 1 })).latency.sort((a, b) => a - b);
+  const lat = (await ask<{ latency: number[] }>({ cmd: 'latency', samples, gapMs: arg('--gap-us', 1000) / 1000 })).latency.sort((a, b) => a - b);
   const wAfter = dev.stats().workers[0]!;
   console.log('');
-  console.log(`wake-up latency (kick eventfd -> main poller -> doorbell -> worker -> used visible), ${samples} samples:`);
+  console.log(`wake-up latency (kick eventfd -> main poller -> doorbell -> worker -> used visible), ${samples} samples, ${arg("--gap-us", 1000)} us apart:`);
   console.log(
     `  p50 ${(pct(lat, 50) * 1000).toFixed(1)} us, p90 ${(pct(lat, 90) * 1000).toFixed(1)} us, p99 ${(pct(lat, 99) * 1000).toFixed(1)} us, max ${(lat.at(-1)! * 1000).toFixed(1)} us; device wake-ups during the run: ${wAfter.wakeups - wBefore.wakeups}`,
   );

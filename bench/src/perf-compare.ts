@@ -6,7 +6,7 @@
  *     [--pairs N=5] [--measure-ms MS=3000] [--warmup-ms MS=1500] [--sizes 64,1500]
  *     [--queues 1,2] [--tx-first N=4] [--gc-seconds S=30 | --no-gc] [--no-latency]
  *     (--pairs 0: only the GC run and/or the wake-up latency)
- *     [--nice N] [--ours-arg ARG]... [--b-ours-arg ARG]... [--cpus2 1,0] [--ours-node-arg FLAG]... [--ours-script JS] [--tag TEXT] [--debug]
+ *     [--nice N] [--ours-arg ARG]... [--b-ours-arg ARG]... [--b-ours-script JS] [--cpus2 1,0] [--ours-node-arg FLAG]... [--ours-script JS] [--tag TEXT] [--debug]
  *
  * Throughput: for every (queue pairs, frame size) case, `--pairs` A/B pairs
  * run alternately: A = `node packages/cli/dist/main.js net --module=echo
@@ -25,7 +25,8 @@
  * pairs; ours runs 2 workers pinned to CPUs 1 and 0 (`--cpus=1,0`), DPDK one
  * forwarding core for both (CPU 1): on 2 vCPUs, judge scaling by CPU-ns/packet.
  * `--b-ours-arg` turns B into ours with extra arguments (an ours-vs-ours A/B,
- * e.g. with `--ours-script` of an experiment); the columns still say DPDK.
+ * e.g. with `--ours-script` of an experiment); `--b-ours-script` does the same with
+ * B running another build's CLI (before/after of a change). The columns still say DPDK.
  *
  * GC/RSS: one `--gc-seconds` run of ours (64 B, 1 pair) under `node --trace-gc`:
  * collections per isolate (main thread and each worker) inside the window, and
@@ -88,6 +89,8 @@ interface Options {
   oursNodeArgs: string[];
   /** Script to run instead of the CLI (experiments; same arguments). */
   oursScript: string;
+  /** B = ours from this CLI script (another build), instead of DPDK. */
+  bOursScript: string | null;
   tag: string;
   /** Nice value given to every thread of the back-end and front-end under test (0 = leave). */
   nice: number;
@@ -96,7 +99,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { pairs: 5, measureMs: 3000, warmupMs: 1500, sizes: [64, 1500], queues: [1, 2], txFirst: 4, gcSeconds: 30, latency: true, oursArgs: [], bOursArgs: null, cpus2: '1,0', oursNodeArgs: [], oursScript: CLI, tag: '', debug: false, nice: 0 };
+  const o: Options = { pairs: 5, measureMs: 3000, warmupMs: 1500, sizes: [64, 1500], queues: [1, 2], txFirst: 4, gcSeconds: 30, latency: true, oursArgs: [], bOursArgs: null, cpus2: '1,0', oursNodeArgs: [], oursScript: CLI, bOursScript: null, tag: '', debug: false, nice: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = (): string => {
@@ -118,6 +121,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--cpus2') o.cpus2 = v();
     else if (a === '--ours-node-arg') o.oursNodeArgs.push(v());
     else if (a === '--ours-script') o.oursScript = path.resolve(v());
+    else if (a === '--b-ours-script') o.bOursScript = path.resolve(v());
     else if (a === '--tag') o.tag = v();
     else if (a === '--nice') o.nice = Number(v());
     else if (a === '--debug') o.debug = true;
@@ -182,9 +186,9 @@ interface Backend {
   close(): Promise<unknown>;
 }
 
-async function startOurs(sock: string, queues: number, o: Options, nodeFlags: string[] = [], extra: string[] = []): Promise<Backend> {
+async function startOurs(sock: string, queues: number, o: Options, nodeFlags: string[] = [], extra: string[] = [], script = o.oursScript): Promise<Backend> {
   const cpus = queues === 1 ? '1' : o.cpus2;
-  const args = [...o.oursNodeArgs, ...nodeFlags, o.oursScript, 'net', `--socket-path=${sock}`, '--module=echo', `--queues=${queues}`, `--cpus=${cpus}`, '--stats-interval=0', ...o.oursArgs, ...extra];
+  const args = [...o.oursNodeArgs, ...nodeFlags, script, 'net', `--socket-path=${sock}`, '--module=echo', `--queues=${queues}`, `--cpus=${cpus}`, '--stats-interval=0', ...o.oursArgs, ...extra];
   const proc = new ManagedProcess(process.execPath, args, { name: 'vhost-ts-net' });
   try {
     await proc.waitForOutput(/net back-end: module/, { timeoutMs: 20_000 });
@@ -230,7 +234,12 @@ interface RunResult {
 /** One back-end run: start back-end, front-end, seed, warm up, measure. */
 async function runOne(dir: string, kind: Kind, size: number, queues: number, o: Options, n: number): Promise<RunResult> {
   const sock = socketPath(dir, `${kind}-${n}.sock`);
-  const be = kind === 'ours' ? await startOurs(sock, queues, o) : o.bOursArgs !== null ? await startOurs(sock, queues, o, [], o.bOursArgs) : await startDpdk(sock, queues);
+  const be =
+    kind === 'ours'
+      ? await startOurs(sock, queues, o)
+      : o.bOursArgs !== null || o.bOursScript !== null
+        ? await startOurs(sock, queues, o, [], o.bOursArgs ?? [], o.bOursScript ?? o.oursScript)
+        : await startDpdk(sock, queues);
   let fe: Testpmd | null = null;
   try {
     fe = await startFrontend(sock, queues, size);

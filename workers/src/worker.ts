@@ -35,6 +35,7 @@ import {
   RC_BYTES,
   RC_CALLS,
   RC_CHAINS,
+  RC_COUNT,
   RC_DESCRIPTORS,
   RC_ERRORS,
   RC_SUPPRESSED,
@@ -177,14 +178,13 @@ class RingRuntime implements QueueRing {
   private readonly scratch: Chain;
   /** Last position, kept when the device ring is dropped (stopped / broken). */
   position: RingPosition = { lastAvailIdx: 0, availWrap: false, lastUsedIdx: 0, usedWrap: false };
-  // Cumulative counters, stored into the control block at publish().
-  nChains = 0;
-  nDescs = 0;
-  nBytes = 0;
-  nCalls = 0;
-  nSuppressed = 0;
-  nBursts = 0;
-  nErrors = 0;
+  /**
+   * Cumulative counters in the control block's RC_* slots, copied there at publish(). A
+   * Float64Array, not number fields: the byte counter passes 2^30 within seconds, and a field
+   * that outgrows V8's small integers changes representation mid-run, deoptimising every
+   * function that touched this object.
+   */
+  readonly cnt = new Float64Array(RC_COUNT);
   private readonly cBase: number;
   private droppedLate = 0;
   /** Completions that arrived while the worker was paused: [head, len, ...]. */
@@ -213,8 +213,8 @@ class RingRuntime implements QueueRing {
     if (dev === null || this.state !== RING_RUNNING) return false;
     if (!dev.pop(chain)) return false;
     this.inflight++;
-    this.nDescs += chain.count;
-    this.nBytes += chain.readableBytes;
+    this.cnt[RC_DESCRIPTORS]! += chain.count;
+    this.cnt[RC_BYTES]! += chain.readableBytes;
     return true;
   }
 
@@ -242,8 +242,8 @@ class RingRuntime implements QueueRing {
     }
     dev.push(head, len);
     this.inflight--;
-    this.nChains++;
-    this.nBytes += len;
+    this.cnt[RC_CHAINS]!++;
+    this.cnt[RC_BYTES]! += len;
     if (!this.dirty) {
       this.dirty = true;
       if (!inModule) queueFlush();
@@ -266,10 +266,10 @@ class RingRuntime implements QueueRing {
     if (dev.needsNotify()) {
       if (this.callFd >= 0) {
         native.eventfdWrite(this.callFd, 1);
-        this.nCalls++;
+        this.cnt[RC_CALLS]!++;
       }
     } else {
-      this.nSuppressed++;
+      this.cnt[RC_SUPPRESSED]!++;
     }
     this.publish();
   }
@@ -285,13 +285,14 @@ class RingRuntime implements QueueRing {
     Atomics.store(i32, ringWord(this.slot, RING_USED_WRAP), p.usedWrap ? 1 : 0);
     Atomics.store(i32, ringWord(this.slot, RING_INFLIGHT), this.inflight);
     const b = this.cBase;
-    f64[b + RC_CHAINS] = this.nChains;
-    f64[b + RC_DESCRIPTORS] = this.nDescs;
-    f64[b + RC_BYTES] = this.nBytes;
-    f64[b + RC_CALLS] = this.nCalls;
-    f64[b + RC_SUPPRESSED] = this.nSuppressed;
-    f64[b + RC_BURSTS] = this.nBursts;
-    f64[b + RC_ERRORS] = this.nErrors;
+    const c = this.cnt;
+    f64[b + RC_CHAINS] = c[RC_CHAINS]!;
+    f64[b + RC_DESCRIPTORS] = c[RC_DESCRIPTORS]!;
+    f64[b + RC_BYTES] = c[RC_BYTES]!;
+    f64[b + RC_CALLS] = c[RC_CALLS]!;
+    f64[b + RC_SUPPRESSED] = c[RC_SUPPRESSED]!;
+    f64[b + RC_BURSTS] = c[RC_BURSTS]!;
+    f64[b + RC_ERRORS] = c[RC_ERRORS]!;
   }
 
   setState(s: number): void {
@@ -432,7 +433,7 @@ function breakRing(r: RingRuntime, reason: number, err: Error, report = true): v
   r.dirty = false;
   if (r.device !== null) readPosition(r.device, r.position);
   r.device = null;
-  r.nErrors++;
+  r.cnt[RC_ERRORS]!++;
   Atomics.store(i32, ringWord(r.slot, RING_BROKEN_REASON), reason);
   r.setState(RING_BROKEN);
   r.publish();
@@ -497,9 +498,9 @@ function round(): number {
           descs += c.count;
           bytes += c.readableBytes;
         }
-        r.nDescs += descs;
-        r.nBytes += bytes;
-        r.nBursts++;
+        r.cnt[RC_DESCRIPTORS]! += descs;
+        r.cnt[RC_BYTES]! += bytes;
+        r.cnt[RC_BURSTS]!++;
         r.burst.count = n;
         pfn(r.burst);
       } catch (e) {

@@ -67,6 +67,16 @@ export interface NetPairCounters {
   rxMerged: number;
 }
 
+// Slots of NetQueuePair.stat.
+const ST_TX_PACKETS = 0;
+const ST_TX_BYTES = 1;
+const ST_TX_ERRORS = 2;
+const ST_RX_PACKETS = 3;
+const ST_RX_BYTES = 4;
+const ST_RX_DROPPED = 5;
+const ST_RX_MERGED = 6;
+const ST_COUNT = 7;
+
 export class NetQueuePair implements NetPairCounters {
   /** Queue pair number i (RX vring 2i, TX vring 2i+1). */
   readonly pair: number;
@@ -90,13 +100,56 @@ export class NetQueuePair implements NetPairCounters {
   /** A reusable frame buffer for modules that edit frames (grows on demand, never per packet in steady state). */
   scratch: Uint8Array;
 
-  txPackets = 0;
-  txBytes = 0;
-  txErrors = 0;
-  rxPackets = 0;
-  rxBytes = 0;
-  rxDropped = 0;
-  rxMerged = 0;
+  /**
+   * The counters, slots ST_*. A Float64Array, not number fields: byte counters pass 2^30 within
+   * seconds at line rate, and a number field that outgrows V8's small integers changes
+   * representation once, mid-run, deoptimising every function that touched this object
+   * (observed with --trace-deopt: an "overflow" deopt, then a "wrong map" cascade over the
+   * whole echo path, and its garbage). Float64 holds exact integers up to 2^53.
+   */
+  readonly stat = new Float64Array(ST_COUNT);
+  get txPackets(): number {
+    return this.stat[ST_TX_PACKETS]!;
+  }
+  set txPackets(v: number) {
+    this.stat[ST_TX_PACKETS] = v;
+  }
+  get txBytes(): number {
+    return this.stat[ST_TX_BYTES]!;
+  }
+  set txBytes(v: number) {
+    this.stat[ST_TX_BYTES] = v;
+  }
+  get txErrors(): number {
+    return this.stat[ST_TX_ERRORS]!;
+  }
+  set txErrors(v: number) {
+    this.stat[ST_TX_ERRORS] = v;
+  }
+  get rxPackets(): number {
+    return this.stat[ST_RX_PACKETS]!;
+  }
+  set rxPackets(v: number) {
+    this.stat[ST_RX_PACKETS] = v;
+  }
+  get rxBytes(): number {
+    return this.stat[ST_RX_BYTES]!;
+  }
+  set rxBytes(v: number) {
+    this.stat[ST_RX_BYTES] = v;
+  }
+  get rxDropped(): number {
+    return this.stat[ST_RX_DROPPED]!;
+  }
+  set rxDropped(v: number) {
+    this.stat[ST_RX_DROPPED] = v;
+  }
+  get rxMerged(): number {
+    return this.stat[ST_RX_MERGED]!;
+  }
+  set rxMerged(v: number) {
+    this.stat[ST_RX_MERGED] = v;
+  }
 
   private readonly ctx: QueueContext;
   private txHeld = false;
@@ -213,8 +266,8 @@ export class NetQueuePair implements NetPairCounters {
         this.txCsumOffset = 0;
       }
       this.txFrameLen = frameLen;
-      this.txPackets++;
-      this.txBytes += frameLen;
+      this.stat[ST_TX_PACKETS]!++;
+      this.stat[ST_TX_BYTES]! += frameLen;
       return true;
     }
   }
@@ -254,7 +307,7 @@ export class NetQueuePair implements NetPairCounters {
   }
 
   private dropTx(): void {
-    this.txErrors++;
+    this.stat[ST_TX_ERRORS]!++;
     this.completeTx();
   }
 
@@ -301,12 +354,12 @@ export class NetQueuePair implements NetPairCounters {
   rxFromBuffer(buf: Uint8Array, off: number, len: number, flags = 0, csumStart = 0, csumOffset = 0): number {
     if (this.srcKind !== SRC_NONE) throw new Error(`queue pair ${this.pair}: rxFromBuffer() while a frame is pending`);
     if (len < MIN_FRAME || len > MAX_FRAME || off < 0 || off + len > buf.length) {
-      this.rxDropped++;
+      this.stat[ST_RX_DROPPED]!++;
       return RX_DROPPED;
     }
     if ((flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
       if (csumStart + csumOffset + 2 > len) {
-        this.rxDropped++;
+        this.stat[ST_RX_DROPPED]!++;
         return RX_DROPPED;
       }
       if (!this.guestCsum) {
@@ -332,7 +385,7 @@ export class NetQueuePair implements NetPairCounters {
    */
   rxTryBuffer(buf: Uint8Array, off: number, len: number): number {
     if (this.srcKind !== SRC_NONE || this.rx.available() === 0) {
-      this.rxDropped++;
+      this.stat[ST_RX_DROPPED]!++;
       return RX_DROPPED;
     }
     return this.rxFromBuffer(buf, off, len);
@@ -400,9 +453,9 @@ export class NetQueuePair implements NetPairCounters {
       first.write(0, h, 0, hdrLen);
     }
     for (let i = 0; i < n; i++) rx.complete(this.rxChains[i]!, this.rxLens[i]!);
-    this.rxPackets++;
-    this.rxBytes += this.frameLen;
-    if (n > 1) this.rxMerged++;
+    this.stat[ST_RX_PACKETS]!++;
+    this.stat[ST_RX_BYTES]! += this.frameLen;
+    if (n > 1) this.stat[ST_RX_MERGED]!++;
     this.endFrame();
     return RX_DONE;
   }
@@ -416,7 +469,7 @@ export class NetQueuePair implements NetPairCounters {
     if (this.srcKind === SRC_NONE) return RX_DROPPED;
     const rx = this.rx;
     if (rx.device !== null) for (let i = 0; i < this.nRx; i++) rx.complete(this.rxChains[i]!, 0);
-    this.rxDropped++;
+    this.stat[ST_RX_DROPPED]!++;
     this.endFrame();
     return RX_DROPPED;
   }

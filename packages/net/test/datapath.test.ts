@@ -69,6 +69,22 @@ describe('header length', () => {
     });
   }
 
+  it('counts past 2^32 exactly (counters are float64 slots, not small-integer fields)', () => {
+    const s = setup(V1);
+    s.pair.txBytes = 2 ** 40;
+    s.pair.rxBytes = 2 ** 40 + 1;
+    s.pair.txPackets = 2 ** 33;
+    for (let i = 0; i < 3; i++) {
+      s.g.send(testFrame(100, i));
+      s.g.postRx(1, 2048);
+      expect(echoOne(s)).toBe(RX_DONE);
+    }
+    expect(s.pair.txBytes).toBe(2 ** 40 + 300);
+    expect(s.pair.rxBytes).toBe(2 ** 40 + 301);
+    expect(s.pair.txPackets).toBe(2 ** 33 + 3);
+    expect(s.pair.counters({})).toMatchObject({ 'q0.txBytes': 2 ** 40 + 300, 'q0.rxPackets': 3 });
+  });
+
   it('takes a header and frame split over two TX descriptors (any layout)', () => {
     const s = setup(V1);
     const frame = testFrame(300, 3);
