@@ -76,6 +76,15 @@ const ST_RX_BYTES = 4;
 const ST_RX_DROPPED = 5;
 const ST_RX_MERGED = 6;
 const ST_COUNT = 7;
+const STAT_SLOTS: Readonly<Record<keyof NetPairCounters, number>> = {
+  txPackets: ST_TX_PACKETS,
+  txBytes: ST_TX_BYTES,
+  txErrors: ST_TX_ERRORS,
+  rxPackets: ST_RX_PACKETS,
+  rxBytes: ST_RX_BYTES,
+  rxDropped: ST_RX_DROPPED,
+  rxMerged: ST_RX_MERGED,
+};
 
 export class NetQueuePair implements NetPairCounters {
   /** Queue pair number i (RX vring 2i, TX vring 2i+1). */
@@ -108,48 +117,14 @@ export class NetQueuePair implements NetPairCounters {
    * whole echo path, and its garbage). Float64 holds exact integers up to 2^53.
    */
   readonly stat = new Float64Array(ST_COUNT);
-  get txPackets(): number {
-    return this.stat[ST_TX_PACKETS]!;
-  }
-  set txPackets(v: number) {
-    this.stat[ST_TX_PACKETS] = v;
-  }
-  get txBytes(): number {
-    return this.stat[ST_TX_BYTES]!;
-  }
-  set txBytes(v: number) {
-    this.stat[ST_TX_BYTES] = v;
-  }
-  get txErrors(): number {
-    return this.stat[ST_TX_ERRORS]!;
-  }
-  set txErrors(v: number) {
-    this.stat[ST_TX_ERRORS] = v;
-  }
-  get rxPackets(): number {
-    return this.stat[ST_RX_PACKETS]!;
-  }
-  set rxPackets(v: number) {
-    this.stat[ST_RX_PACKETS] = v;
-  }
-  get rxBytes(): number {
-    return this.stat[ST_RX_BYTES]!;
-  }
-  set rxBytes(v: number) {
-    this.stat[ST_RX_BYTES] = v;
-  }
-  get rxDropped(): number {
-    return this.stat[ST_RX_DROPPED]!;
-  }
-  set rxDropped(v: number) {
-    this.stat[ST_RX_DROPPED] = v;
-  }
-  get rxMerged(): number {
-    return this.stat[ST_RX_MERGED]!;
-  }
-  set rxMerged(v: number) {
-    this.stat[ST_RX_MERGED] = v;
-  }
+  // The NetPairCounters names are accessors over `stat` (defined after the class).
+  declare txPackets: number;
+  declare txBytes: number;
+  declare txErrors: number;
+  declare rxPackets: number;
+  declare rxBytes: number;
+  declare rxDropped: number;
+  declare rxMerged: number;
 
   private readonly ctx: QueueContext;
   private txHeld = false;
@@ -560,6 +535,19 @@ export class NetQueuePair implements NetPairCounters {
     }
     this.scratch = s;
   }
+}
+
+for (const [name, slot] of Object.entries(STAT_SLOTS)) {
+  Object.defineProperty(NetQueuePair.prototype, name, {
+    get(this: NetQueuePair): number {
+      return this.stat[slot]!;
+    },
+    set(this: NetQueuePair, v: number) {
+      this.stat[slot] = v;
+    },
+    enumerable: true,
+    configurable: false,
+  });
 }
 
 /**
