@@ -108,6 +108,21 @@ export interface RingCounters {
   dropped: number;
 }
 
+// Slots of RingState.c: the cumulative RingCounters.
+const C_REQUESTS = 0;
+const C_READS = 1;
+const C_WRITES = 2;
+const C_FLUSHES = 3;
+const C_OTHERS = 4;
+const C_BYTES_READ = 5;
+const C_BYTES_WRITTEN = 6;
+const C_IO_ERRORS = 7;
+const C_UNSUPPORTED = 8;
+const C_MALFORMED = 9;
+const C_RESUBMITTED = 10;
+const C_DROPPED = 11;
+const C_COUNT = 12;
+
 /** One request being served. Preallocated per ring slot (async) and reused. */
 class BlkRequest {
   /** Own chain copy (async) or scratch chain (resubmissions). */
@@ -154,22 +169,15 @@ class RingState {
   /** Free request objects (async mode). */
   readonly free: BlkRequest[] = [];
   allocated = 0;
-  readonly c: RingCounters = {
-    requests: 0,
-    reads: 0,
-    writes: 0,
-    flushes: 0,
-    others: 0,
-    bytesRead: 0,
-    bytesWritten: 0,
-    ioErrors: 0,
-    unsupported: 0,
-    malformed: 0,
-    inflight: 0,
-    maxInflight: 0,
-    resubmitted: 0,
-    dropped: 0,
-  };
+  /**
+   * The cumulative counters of {@link RingCounters}, slots C_*. A Float64Array, not number
+   * fields: the byte counters pass 2^30 after a GiB, and a field that outgrows V8's small
+   * integers changes representation mid-run, deoptimising every function that touched it.
+   */
+  readonly c = new Float64Array(C_COUNT);
+  /** Requests in flight now, and the most at once (bounded by the ring size: small integers). */
+  nInflight = 0;
+  maxInflight = 0;
   constructor(ring: QueueRing) {
     this.ring = ring;
   }
@@ -398,7 +406,7 @@ export class BlkEngine {
         const head = rs.resubmit[rs.resubmitPos]!;
         dev.describeHead(chain, head);
         rs.resubmitPos++;
-        rs.c.resubmitted++;
+        rs.c[C_RESUBMITTED]!++;
         // Synchronously, whatever the I/O mode: the runtime did not pop these chains, so its
         // in-flight count (what a stop or pause drains) does not include them; they must not
         // still be running when the ring is stopped or guest memory is swapped.
@@ -434,9 +442,8 @@ export class BlkEngine {
     req.rs = rs;
     req.gen = rs.gen;
     req.head = chain.head;
-    const c = rs.c;
-    c.requests++;
-    if (++c.inflight > c.maxInflight) c.maxInflight = c.inflight;
+    rs.c[C_REQUESTS]!++;
+    if (++rs.nInflight > rs.maxInflight) rs.maxInflight = rs.nInflight;
     const act = this.prepare(req);
     if (act === ACT_NO_STATUS || act === ACT_DONE) {
       this.finish(req);
@@ -786,14 +793,14 @@ export class BlkEngine {
   private finish(req: BlkRequest): void {
     const rs = req.rs!;
     const c = rs.c;
-    c.inflight--;
+    rs.nInflight--;
     const async = req !== this.syncReq;
     req.rs = null;
     if (async) rs.free.push(req);
     if (req.gen !== rs.gen || rs.ring.device === null) {
       // The ring stopped (or restarted) meanwhile: the entry cannot be pushed. It stays
       // marked in the inflight area, so a restart with it resubmits the request.
-      c.dropped++;
+      c[C_DROPPED]!++;
       return;
     }
     let len = 0;
@@ -808,21 +815,21 @@ export class BlkEngine {
       switch (req.status) {
         case VIRTIO_BLK_S_OK:
           if (req.type === VIRTIO_BLK_T_IN) {
-            c.reads++;
-            c.bytesRead += req.inLen;
+            c[C_READS]!++;
+            c[C_BYTES_READ]! += req.inLen;
           } else if (req.type === VIRTIO_BLK_T_OUT) {
-            c.writes++;
-            c.bytesWritten += req.dataLen;
-          } else if (req.type === VIRTIO_BLK_T_FLUSH) c.flushes++;
-          else c.others++;
+            c[C_WRITES]!++;
+            c[C_BYTES_WRITTEN]! += req.dataLen;
+          } else if (req.type === VIRTIO_BLK_T_FLUSH) c[C_FLUSHES]!++;
+          else c[C_OTHERS]!++;
           break;
         case VIRTIO_BLK_S_UNSUPP:
-          c.unsupported++;
+          c[C_UNSUPPORTED]!++;
           break;
         default:
-          c.ioErrors++;
+          c[C_IO_ERRORS]!++;
       }
-    } else c.malformed++;
+    } else c[C_MALFORMED]!++;
     this.completeHead(rs, req.head, len);
   }
 
@@ -834,8 +841,10 @@ export class BlkEngine {
 
   private ioErrorsReported = 0;
   private reportIoError(e: unknown): void {
-    // Rate-limited: a failing disk must not flood the log.
-    if (this.ioErrorsReported++ < 10) this.opts.warn?.(`I/O error: ${(e as Error).message}`);
+    // Rate-limited: a failing disk must not flood the log (and the count stops at the limit).
+    if (this.ioErrorsReported >= 10) return;
+    this.ioErrorsReported++;
+    this.opts.warn?.(`I/O error: ${(e as Error).message}`);
   }
 
   // -------------------------------------------------------------------------
@@ -844,14 +853,37 @@ export class BlkEngine {
   /** Counters per vring index. */
   counters(): Map<number, RingCounters> {
     const out = new Map<number, RingCounters>();
-    for (const rs of this.rings.values()) out.set(rs.ring.index, { ...rs.c });
+    for (const rs of this.rings.values()) {
+      const c = rs.c;
+      out.set(rs.ring.index, {
+        requests: c[C_REQUESTS]!,
+        reads: c[C_READS]!,
+        writes: c[C_WRITES]!,
+        flushes: c[C_FLUSHES]!,
+        others: c[C_OTHERS]!,
+        bytesRead: c[C_BYTES_READ]!,
+        bytesWritten: c[C_BYTES_WRITTEN]!,
+        ioErrors: c[C_IO_ERRORS]!,
+        unsupported: c[C_UNSUPPORTED]!,
+        malformed: c[C_MALFORMED]!,
+        inflight: rs.nInflight,
+        maxInflight: rs.maxInflight,
+        resubmitted: c[C_RESUBMITTED]!,
+        dropped: c[C_DROPPED]!,
+      });
+    }
     return out;
+  }
+
+  /** The cumulative counters of a vring in their float64 slots, live (tests seed them); null before the ring started. */
+  counterSlots(ring: QueueRing): Float64Array | null {
+    return this.rings.get(ring)?.c ?? null;
   }
 
   /** Requests in flight in the engine (all rings). */
   get inflight(): number {
     let n = 0;
-    for (const rs of this.rings.values()) n += rs.c.inflight;
+    for (const rs of this.rings.values()) n += rs.nInflight;
     return n;
   }
 }

@@ -90,8 +90,12 @@ export class SplitInflightQueue {
   readonly base: number;
   private readonly u8: Uint8Array;
   private readonly dv: DataView;
-  /** Last counter given (the region's u64 counters, kept < 2^53). */
-  private counter = 0;
+  /**
+   * Last counter given (the region's u64 counters, kept < 2^53), in a float64 cell: it grows by
+   * one per request and passes 2^30 in a long run, and a number field that outgrows V8's small
+   * integers changes representation mid-run, deoptimising every function that touched this object.
+   */
+  private readonly counter = new Float64Array(1);
   // The pending list (completed, not known published).
   private pendHead = 0;
   private pendTail = 0;
@@ -139,7 +143,7 @@ export class SplitInflightQueue {
   }
   /** The last counter given. */
   get lastCounter(): number {
-    return this.counter;
+    return this.counter[0]!;
   }
   isInflight(head: number): boolean {
     return this.u8[INFLIGHT_SPLIT_HEADER_SIZE + head * INFLIGHT_SPLIT_DESC_SIZE + D_INFLIGHT] === 1;
@@ -162,7 +166,7 @@ export class SplitInflightQueue {
     this.dv.setUint16(HDR_USED_IDX, usedIdx & 0xffff, true);
     this.dv.setUint16(HDR_LAST_BATCH_HEAD, 0, true);
     this.dv.setUint16(HDR_VERSION, INFLIGHT_VERSION, true);
-    this.counter = 0;
+    this.counter[0] = 0;
     this.pendCount = 0;
     this.usedIdx = usedIdx & 0xffff;
   }
@@ -216,14 +220,14 @@ export class SplitInflightQueue {
       }
     }
     heads.sort((a, b) => this.counterOf(a) - this.counterOf(b) || a - b);
-    this.counter = max;
+    this.counter[0] = max;
     return { fresh: false, heads, lastAvailIdx: (usedIdx + heads.length) & 0xffff, clearedBatch: cleared };
   }
 
   /** A chain was popped: record it in flight with the next counter. */
   markPopped(head: number): void {
     const o = INFLIGHT_SPLIT_HEADER_SIZE + head * INFLIGHT_SPLIT_DESC_SIZE;
-    const c = ++this.counter;
+    const c = ++this.counter[0]!;
     this.dv.setUint32(o + D_COUNTER, c >>> 0, true);
     this.dv.setUint32(o + D_COUNTER + 4, Math.floor(c / 2 ** 32), true);
     this.u8[o + D_INFLIGHT] = 1;

@@ -81,6 +81,19 @@ describe('SplitInflightQueue bookkeeping', () => {
     expect(q.counterOf(9)).toBe(5);
   });
 
+  it('counters past 2^32 stay exact (the last counter is a float64 cell, not a number field)', () => {
+    const q = fresh();
+    q.markPopped(4);
+    // A previous back-end left head 4 in flight with counter 2^40 (u64: lo 0, hi 2^8).
+    const dv = new DataView((q as unknown as { u8: Uint8Array }).u8.buffer, q.base);
+    dv.setUint32(16 + 4 * 16 + 8, 0, true);
+    dv.setUint32(16 + 4 * 16 + 12, 2 ** 8, true);
+    expect(q.recover(0).heads).toEqual([4]);
+    expect(q.lastCounter).toBe(2 ** 40);
+    for (const h of [7, 9]) q.markPopped(h);
+    expect([q.counterOf(7), q.counterOf(9), q.lastCounter]).toEqual([2 ** 40 + 1, 2 ** 40 + 2, 2 ** 40 + 2]);
+  });
+
   it('a crash in the middle of a settle (flags cleared, used_idx not yet written) recovers the same way', () => {
     const q = fresh();
     for (const h of [0, 1, 2]) q.markPopped(h);

@@ -236,6 +236,37 @@ describe('blk module: malformed and refused requests get the right status, and t
     expect(log.isDirty(gpa + 64 * KiB + 8192)).toBe(false);
   });
 
+  it('counts past 2^32 exactly (the ring counters are float64 slots, not number fields)', async () => {
+    const s = await setup({ kind: 'split' });
+    const engine = (s.h.mod as unknown as { engine: { counterSlots(r: unknown): Float64Array | null } }).engine;
+    const B = 2 ** 40;
+    engine.counterSlots(s.h.rings[0]!)!.fill(B);
+    const data = patternBytes(0, 8192, 4);
+    expect((await one(s, (q) => q.addBlk(VIRTIO_BLK_T_OUT, 0, { data }))).status).toBe(VIRTIO_BLK_S_OK);
+    expect((await one(s, (q) => q.addBlk(VIRTIO_BLK_T_IN, 0, { inLen: 8192 }))).status).toBe(VIRTIO_BLK_S_OK);
+    expect((await one(s, (q) => q.addBlk(VIRTIO_BLK_T_FLUSH, 0))).status).toBe(VIRTIO_BLK_S_OK);
+    expect((await one(s, (q) => q.addBlk(VIRTIO_BLK_T_GET_ID, 0, { inLen: 20 }))).status).toBe(VIRTIO_BLK_S_OK);
+    expect((await one(s, (q) => q.addBlk(77, 0, { inLen: 512 }))).status).toBe(VIRTIO_BLK_S_UNSUPP);
+    expect((await one(s, (q) => q.addBlk(VIRTIO_BLK_T_IN, DISK / 512, { inLen: 512 }))).status).toBe(VIRTIO_BLK_S_IOERR);
+    expect((await one(s, (q) => q.addRaw([{ len: 16, writable: false, data: new Uint8Array(16) }]))).len).toBe(0);
+    expect(s.h.mod!.stats!()).toMatchObject({
+      'vring0.requests': B + 7,
+      'vring0.writes': B + 1,
+      'vring0.bytesWritten': B + 8192,
+      'vring0.reads': B + 1,
+      'vring0.bytesRead': B + 8192,
+      'vring0.flushes': B + 1,
+      'vring0.others': B + 1,
+      'vring0.unsupported': B + 1,
+      'vring0.ioErrors': B + 1,
+      'vring0.malformed': B + 1,
+      'vring0.resubmitted': B,
+      'vring0.dropped': B,
+      'vring0.inflight': 0,
+      'vring0.maxInflight': 1,
+    });
+  });
+
   it('multiqueue: one module serves two rings independently', async () => {
     const s = await setup({ kind: 'split', queues: 2 });
     const done = new Map<number, Done>();

@@ -34,6 +34,14 @@ describe('SequenceTracker', () => {
     expect(t.unique).toBe(3);
   });
 
+  it('counts past 2^32 exactly (its numbers are float64 slots, not number fields)', () => {
+    const t = new SequenceTracker();
+    t.next = 2 ** 40;
+    t.unique = 2 ** 40;
+    expect([2 ** 40, 2 ** 40 + 2, 2 ** 40 + 1, 2 ** 40 + 1].map((s) => t.record(s))).toEqual([0, 1, 1, 2]);
+    expect([t.next, t.unique, t.reordered, t.duplicated, t.late, t.gaps]).toEqual([2 ** 40 + 3, 2 ** 40 + 3, 1, 1, 0, 0]);
+  });
+
   it('a window slide clears old bits (no false duplicates after wrap of the bitmap)', () => {
     const t = new SequenceTracker();
     for (let s = 0; s < 3 * WINDOW; s += 7) t.record(s);

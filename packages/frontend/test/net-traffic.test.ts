@@ -78,6 +78,23 @@ describe('loop against an echoing back-end', () => {
     expect(t.pairs[0]!.counters.merged).toBe(r.received);
   });
 
+  it('counts past 2^32 exactly (counters and the tracker are float64 slots, not number fields)', async () => {
+    const { backend, device } = await start();
+    backend.startData('echo');
+    const t = new NetTraffic(device, { mode: 'loop', frameSize: 64 });
+    // As if 2^40 frames had gone round already: the next sequence number is 2^40 too.
+    const B = 2 ** 40;
+    const c = t.pairs[0]!.counters;
+    c.sent = c.sentBytes = c.txCompleted = c.received = c.receivedBytes = B;
+    t.trackers[0]!.next = t.trackers[0]!.unique = B;
+    const r = await t.run(0.3, 300);
+    const n = backend.txFrames;
+    expect(n).toBeGreaterThan(100);
+    expect(r).toMatchObject({ sent: B + n, received: B + n, lost: 0, late: 0, duplicated: 0, bad: 0, sentBytes: B + 64 * n, receivedBytes: B + 64 * n });
+    expect([c.txCompleted, t.trackers[0]!.next]).toEqual([B + n, B + n]);
+    expect(c.toJSON()).toMatchObject({ sent: B + n, txCompleted: B + n, kicks: c.kicks });
+  });
+
   it('legacy 10-byte header when neither VERSION_1 nor MRG_RXBUF is negotiated', async () => {
     const { backend, device } = await start({ mrg: false, backend: { features: FAKE_FEATURES & ~(1n << 32n) } });
     expect(netHeaderSize(device.features)).toBe(10);

@@ -1,6 +1,7 @@
 /**
  * Each shipped module in a real queue worker (QueueWorkerManager, one worker
- * per queue pair), with virtio's driver-side rings playing the guest.
+ * per queue pair), with virtio's driver-side rings playing the guest; the
+ * counter tests at the end drive modules in this thread (LocalContext).
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, featureMask } from '@vhost-ts/virtio';
@@ -13,7 +14,10 @@ import {
   parseMac,
   type NetModuleName,
 } from '@vhost-ts/net';
+import responderModule from '@vhost-ts/net/modules/responder';
+import switchModule from '@vhost-ts/net/modules/switch';
 import { NetGuest, TestGuest, parseHeader, testFrame, until, type Used } from './support/guest.js';
+import { LocalContext } from './support/queue.js';
 
 const manager = new QueueWorkerManager();
 const cleanups: (() => unknown)[] = [];
@@ -293,5 +297,63 @@ describe('switch', () => {
     p.pairs[0]!.send(testFrame(100));
     expect(await until(() => p.pairs[0]!.tx.reap().length === 1)).toBe(true);
     expect(await p.dev.remote(0).moduleStats()).toMatchObject({ unattachedDrops: 1 });
+  });
+});
+
+describe('module counters, in this thread', () => {
+  const V1_MRG = featureMask(VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF);
+  const B = 2 ** 40;
+
+  /** A module over queue pair `pair` of a guest, driven here; `step()` is one worker round. */
+  function local<M extends { poll(): number }>(factory: (ctx: LocalContext) => M, pair = 0, options: Record<string, string> = {}) {
+    const g = new NetGuest(new TestGuest(), pair, 12, { size: 64 });
+    const ctx = new LocalContext(g.guest.mem, V1_MRG, g.rx, g.tx, options);
+    const mod = factory(ctx);
+    return { g, mod, step: () => (mod.poll(), ctx.flush()) };
+  }
+
+  it('switch: counts past 2^32 exactly (float64 slots, not closure numbers)', () => {
+    const fabric = SwitchFabric.create({ ports: 2, slots: 2 });
+    const [a, b, extra] = [local(switchModule), local(switchModule), local(switchModule, 1)];
+    for (const p of [a, b, extra]) p.mod.stat.fill(B);
+    const macA = [2, 0, 0, 0, 0, 0xa];
+    const macB = [2, 0, 0, 0, 0, 0xb];
+    a.g.send(testFrame(100, 0, macB, macA)); // before attach: dropped
+    extra.g.send(testFrame(100)); // queue pair 1: not served
+    a.step();
+    extra.step();
+    a.mod.rpc.attach(fabric.sab, 0);
+    b.mod.rpc.attach(fabric.sab, 1);
+    a.g.postRx(8, 2048);
+    b.g.postRx(8, 2048);
+    a.g.send(testFrame(100, 1, macB, macA)); // unknown: flooded
+    a.step();
+    b.step(); // B learns A
+    b.g.send(testFrame(100, 2, macA, macB)); // known: forwarded
+    b.step();
+    a.step(); // A learns B
+    for (let i = 0; i < 3; i++) a.g.send(testFrame(100, 3 + i, macB, macA)); // two fit the ring of 2 slots
+    a.g.send(testFrame(100, 6, macA, macA)); // for A's own port: filtered
+    a.g.send(testFrame(1600, 7, macB, macA)); // larger than a slot
+    a.step();
+    expect(a.mod.stats()).toMatchObject({ unattachedDrops: B + 1, flooded: B + 1, forwarded: B + 2, ringFull: B + 2, filtered: B + 1, extraPairDrops: B });
+    expect(b.mod.stats()).toMatchObject({ forwarded: B + 1, flooded: B, ringFull: B, rxPackets: 1 });
+    expect(extra.mod.stats()).toMatchObject({ extraPairDrops: B + 1, unattachedDrops: B });
+    for (const [port, p] of [a, b].entries()) {
+      p.mod.close();
+      Atomics.notify(fabric.i32, fabric.bellIndex(port)); // ends the bell wait
+    }
+  });
+
+  it('responder: counts past 2^32 exactly (float64 slots, not closure numbers)', () => {
+    const r = local(responderModule, 0, { ip: '10.0.0.1', mac: OUR_MAC });
+    r.mod.stat.fill(B);
+    r.g.postRx(8, 2048);
+    r.g.send(arpRequest([10, 0, 0, 1]));
+    r.g.send(arpRequest([10, 0, 0, 9]));
+    r.g.send(echoRequest([10, 0, 0, 1], 1));
+    r.g.send(testFrame(100));
+    r.step();
+    expect(r.mod.stats()).toMatchObject({ arpReplies: B + 1, icmpReplies: B + 1, ignored: B + 2, txPackets: 4, rxPackets: 2 });
   });
 });

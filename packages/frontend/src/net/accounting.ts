@@ -18,18 +18,51 @@ export const WINDOW = 1 << 16;
 const WORDS = WINDOW >>> 5;
 const MASK = WINDOW - 1;
 
+/**
+ * Defines each `name` of `slots` on `cls.prototype` as an accessor of `this.stat[slot]`: the
+ * counters below live in Float64Arrays, not number fields. A field that outgrows V8's small
+ * integers (2^30: minutes of traffic) changes representation mid-run, deoptimising every
+ * function that touched the object; a float64 slot holds exact integers up to 2^53.
+ */
+function slotAccessors(cls: { prototype: { stat: Float64Array } }, slots: Readonly<Record<string, number>>): void {
+  for (const [name, slot] of Object.entries(slots)) {
+    Object.defineProperty(cls.prototype, name, {
+      get(this: { stat: Float64Array }): number {
+        return this.stat[slot]!;
+      },
+      set(this: { stat: Float64Array }, v: number) {
+        this.stat[slot] = v;
+      },
+      enumerable: true,
+      configurable: false,
+    });
+  }
+}
+
+// Slots of SequenceTracker.stat.
+const SQ_NEXT = 0;
+const SQ_UNIQUE = 1;
+const SQ_DUPLICATED = 2;
+const SQ_REORDERED = 3;
+const SQ_LATE = 4;
+const SQ_COUNT = 5;
+const SQ_SLOTS = { next: SQ_NEXT, unique: SQ_UNIQUE, duplicated: SQ_DUPLICATED, reordered: SQ_REORDERED, late: SQ_LATE };
+
 export class SequenceTracker {
+  /** The numbers below, slots SQ_* (the names are accessors over them). */
+  readonly stat = new Float64Array(SQ_COUNT);
   /** Next sequence number expected in order (highest seen + 1; 0 before any). */
-  next = 0;
-  unique = 0;
-  duplicated = 0;
-  reordered = 0;
-  late = 0;
+  declare next: number;
+  declare unique: number;
+  declare duplicated: number;
+  declare reordered: number;
+  declare late: number;
   private readonly bits = new Uint32Array(WORDS);
 
   /** Records one received sequence number. Returns 0 new in order, 1 new after a gap or late-filling, 2 duplicate, 3 too old. */
   record(seq: number): number {
-    const next = this.next;
+    const st = this.stat;
+    const next = st[SQ_NEXT]!;
     if (seq >= next) {
       // Clear the bits of the range the window slides over: (next .. seq], at most WINDOW of them.
       const span = seq - next + 1;
@@ -43,24 +76,24 @@ export class SequenceTracker {
       }
       const i = seq & MASK;
       this.bits[i >>> 5]! |= 1 << (i & 31);
-      this.next = seq + 1;
-      this.unique++;
+      st[SQ_NEXT] = seq + 1;
+      st[SQ_UNIQUE]!++;
       return seq === next ? 0 : 1;
     }
     if (next - seq > WINDOW) {
-      this.late++;
+      st[SQ_LATE]!++;
       return 3;
     }
     const i = seq & MASK;
     const w = i >>> 5;
     const bit = 1 << (i & 31);
     if (this.bits[w]! & bit) {
-      this.duplicated++;
+      st[SQ_DUPLICATED]!++;
       return 2;
     }
     this.bits[w]! |= bit;
-    this.unique++;
-    this.reordered++;
+    st[SQ_UNIQUE]!++;
+    st[SQ_REORDERED]!++;
     return 1;
   }
 
@@ -75,49 +108,98 @@ export class SequenceTracker {
   }
 
   reset(): void {
-    this.next = 0;
-    this.unique = 0;
-    this.duplicated = 0;
-    this.reordered = 0;
-    this.late = 0;
+    this.stat.fill(0);
     this.bits.fill(0);
   }
 }
+slotAccessors(SequenceTracker, SQ_SLOTS);
 
-/** Per-queue counters the traffic loops keep (plain numbers, read by the reporter). */
-export class QueueCounters {
-  /** Frames handed to the back-end on this queue's TX ring (made available). */
-  sent = 0;
-  sentBytes = 0;
+// Slots of QueueCounters.stat (the traffic loops count there directly).
+export const QC_SENT = 0;
+export const QC_SENT_BYTES = 1;
+export const QC_TX_COMPLETED = 2;
+export const QC_RECEIVED = 3;
+export const QC_RECEIVED_BYTES = 4;
+export const QC_BAD = 5;
+export const QC_FOREIGN = 6;
+export const QC_FOREIGN_BAD = 7;
+export const QC_BAD_QUEUE = 8;
+export const QC_CROSS_PAIR = 9;
+export const QC_TRUNCATED = 10;
+export const QC_KICKS = 11;
+export const QC_CALLS = 12;
+export const QC_KICKS_SUPPRESSED = 13;
+export const QC_MERGED = 14;
+export const QC_MAC_SWAPPED = 15;
+export const QC_WINDOW_RESETS = 16;
+const QC_COUNT = 17;
+const QC_SLOTS = {
+  sent: QC_SENT,
+  sentBytes: QC_SENT_BYTES,
+  txCompleted: QC_TX_COMPLETED,
+  received: QC_RECEIVED,
+  receivedBytes: QC_RECEIVED_BYTES,
+  bad: QC_BAD,
+  foreign: QC_FOREIGN,
+  foreignBad: QC_FOREIGN_BAD,
+  badQueue: QC_BAD_QUEUE,
+  crossPair: QC_CROSS_PAIR,
+  truncated: QC_TRUNCATED,
+  kicks: QC_KICKS,
+  calls: QC_CALLS,
+  kicksSuppressed: QC_KICKS_SUPPRESSED,
+  merged: QC_MERGED,
+  macSwapped: QC_MAC_SWAPPED,
+  windowResets: QC_WINDOW_RESETS,
+};
+
+/** The numbers of a {@link QueueCounters} as a plain object (what a worker thread posts). */
+export type QueueCounterValues = { [K in keyof typeof QC_SLOTS]: number };
+
+/** Per-queue counters the traffic loops keep (read by the reporter). */
+export class QueueCounters implements QueueCounterValues {
+  /** The counters, slots QC_* (the names below are accessors over them). */
+  readonly stat = new Float64Array(QC_COUNT);
+  /** Frames handed to the back-end on this queue's TX ring (made available); also the next frame's sequence number. */
+  declare sent: number;
+  declare sentBytes: number;
   /** TX chains the back-end returned (used). */
-  txCompleted = 0;
+  declare txCompleted: number;
   /** Frames taken from this queue's RX ring. */
-  received = 0;
-  receivedBytes = 0;
+  declare received: number;
+  declare receivedBytes: number;
   /** Frames that were ours but corrupted (bad length or content). */
-  bad = 0;
+  declare bad: number;
   /** Frames that were not ours (e.g. testpmd's txonly UDP frames). */
-  foreign = 0;
+  declare foreign: number;
   /** Foreign IPv4 frames whose IP header checksum was wrong. */
-  foreignBad = 0;
+  declare foreignBad: number;
   /** Frames claiming a queue id we never transmitted on. */
-  badQueue = 0;
+  declare badQueue: number;
   /** Good frames that came back on another pair than the one that sent them. */
-  crossPair = 0;
+  declare crossPair: number;
   /** RX frames dropped because they did not fit (no mergeable buffers and too long). */
-  truncated = 0;
+  declare truncated: number;
   /** Notifications we sent (kicks) and received (calls). */
-  kicks = 0;
-  calls = 0;
+  declare kicks: number;
+  declare calls: number;
   /** Kicks suppressed by the back-end's NO_NOTIFY / event index. */
-  kicksSuppressed = 0;
+  declare kicksSuppressed: number;
   /** Frames spread over more than one RX buffer (mergeable). */
-  merged = 0;
+  declare merged: number;
   /** Good probe frames whose MAC addresses came back swapped (DPDK macswap) instead of as sent. */
-  macSwapped = 0;
+  declare macSwapped: number;
   /** loop: times a stalled full window was reopened by writing off the missing frames. */
-  windowResets = 0;
+  declare windowResets: number;
+
+  /** The counters as a plain object (a spread or structured clone of this one holds only `stat`). */
+  toJSON(): QueueCounterValues {
+    const out = {} as QueueCounterValues;
+    for (const [name, slot] of Object.entries(QC_SLOTS)) out[name as keyof QueueCounterValues] = this.stat[slot]!;
+    return out;
+  }
 }
+slotAccessors(QueueCounters, QC_SLOTS);
 
 /** The summary one run prints (also per queue). */
 export interface TrafficSummary {
@@ -159,7 +241,7 @@ export function streamStats(t: SequenceTracker): StreamStats {
 }
 
 export function summarize(
-  counters: readonly QueueCounters[],
+  counters: readonly QueueCounterValues[],
   trackers: readonly (StreamStats | undefined)[],
   expectOurs: boolean,
 ): TrafficSummary & { queues: TrafficSummary[] } {

@@ -10,7 +10,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { FrontendDevice } from '../device.js';
-import { QueueCounters, summarize, type StreamStats } from './accounting.js';
+import { summarize, type QueueCounterValues, type StreamStats } from './accounting.js';
 import { netBufferStrides, type NetTrafficOptions, type TrafficProgress, type TrafficResult } from './traffic.js';
 
 /** What a worker is given (structured clone; SABs are shared, fds are process-wide numbers). */
@@ -44,7 +44,7 @@ export interface NetWorkerInit {
 /** One pair's outcome as a worker reports it. */
 export interface NetPairOutcome {
   q: number;
-  counters: QueueCounters;
+  counters: QueueCounterValues;
   stream: StreamStats;
 }
 

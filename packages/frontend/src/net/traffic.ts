@@ -13,7 +13,29 @@
 import { createUsedBuffer, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MRG_RXBUF, type DriverRing, type GuestRegion, type UsedBuffer } from '@vhost-ts/virtio';
 import { native } from '../native.js';
 import type { FrontendDevice } from '../device.js';
-import { QueueCounters, SequenceTracker, summarize, type TrafficSummary } from './accounting.js';
+import {
+  QC_BAD,
+  QC_BAD_QUEUE,
+  QC_CALLS,
+  QC_CROSS_PAIR,
+  QC_FOREIGN,
+  QC_FOREIGN_BAD,
+  QC_KICKS,
+  QC_KICKS_SUPPRESSED,
+  QC_MAC_SWAPPED,
+  QC_MERGED,
+  QC_RECEIVED,
+  QC_RECEIVED_BYTES,
+  QC_SENT,
+  QC_SENT_BYTES,
+  QC_TRUNCATED,
+  QC_TX_COMPLETED,
+  QC_WINDOW_RESETS,
+  QueueCounters,
+  SequenceTracker,
+  summarize,
+  type TrafficSummary,
+} from './accounting.js';
 import {
   checkForeignIpv4,
   checkFrame,
@@ -171,7 +193,6 @@ class PairState {
   readonly rxPool: Pool;
   readonly txFree: Int32Array;
   txFreeCount = 0;
-  seq = 0;
   /** loop: frames written off as lost to reopen the window after a stall. */
   writtenOff = 0;
   lastRxProgress = 0;
@@ -291,7 +312,7 @@ export class NetTraffic {
       }
       if (!this.options.poll) {
         const onCall = (n: number): void => {
-          p.counters.calls += n > 0 ? 1 : 0;
+          if (n > 0) p.counters.stat[QC_CALLS]!++;
           this.poke();
         };
         this.view.watchCalls(2 * p.q, onCall);
@@ -305,7 +326,7 @@ export class NetTraffic {
 
   private kick(p: PairState, fd: number): void {
     native.eventfdWrite(fd, 1);
-    p.counters.kicks++;
+    p.counters.stat[QC_KICKS]!++;
   }
 
   private poke(): void {
@@ -319,19 +340,21 @@ export class NetTraffic {
   /** Frames pair p may send now (rate and window limits). */
   private txAllowance(p: PairState, now: number): number {
     let n = this.options.burst;
+    const c = p.counters.stat;
+    const sent = c[QC_SENT]!;
     if (this.options.rate > 0) {
-      const due = Math.floor(((now - this.txBudgetStart) / 1000) * this.options.rate) - p.counters.sent;
+      const due = Math.floor(((now - this.txBudgetStart) / 1000) * this.options.rate) - sent;
       if (due < n) n = due;
     }
     if (this.options.mode === 'loop' && this.options.window > 0) {
       // What came back: distinct good frames of this stream plus corrupted ones (without checks: everything received).
-      const back = this.options.verify ? this.trackers[p.q]!.unique + p.counters.bad : p.counters.received;
-      let inflight = p.counters.sent - back - p.writtenOff;
+      const back = this.options.verify ? this.trackers[p.q]!.unique + c[QC_BAD]! : c[QC_RECEIVED]!;
+      let inflight = sent - back - p.writtenOff;
       if (inflight >= this.options.window && now - p.lastRxProgress > this.options.windowStallMs) {
         // Nothing came back for a long time with a full window: what is missing is lost; reopen the window.
         // (Writing off frames that are merely late could overflow the RX ring when they do arrive.)
-        p.writtenOff = p.counters.sent - back;
-        p.counters.windowResets++;
+        p.writtenOff = sent - back;
+        c[QC_WINDOW_RESETS]!++;
         p.lastRxProgress = now;
         inflight = 0;
       }
@@ -348,7 +371,7 @@ export class NetTraffic {
     let work = 0;
     while (ring.getUsed(used)) {
       p.txFree[p.txFreeCount++] = used.token!;
-      p.counters.txCompleted++;
+      p.counters.stat[QC_TX_COMPLETED]!++;
       work++;
     }
     if (!this.sending) return work;
@@ -362,11 +385,14 @@ export class NetTraffic {
     const lens = this.lens;
     const indirect = this.useIndirectTx;
     const segs = this.txSegments;
+    const c = p.counters.stat;
+    // A frame's sequence number is the count of frames sent before it on this queue.
+    const seq = c[QC_SENT]!;
     let sent = 0;
     for (let i = 0; i < n; i++) {
       const slot = p.txFree[--p.txFreeCount]!;
       const off = pool.base + slot * pool.stride;
-      stampProbe(pool.dv, off + hdr, p.seq, frame);
+      stampProbe(pool.dv, off + hdr, seq + sent, frame);
       const gpa = pool.gpa + slot * pool.stride;
       if (segs === 1) {
         addrs[0] = gpa;
@@ -381,14 +407,13 @@ export class NetTraffic {
         p.txFreeCount++; // ring full: slot stays free
         break;
       }
-      p.seq++;
       sent++;
     }
     if (sent > 0) {
-      p.counters.sent += sent;
-      p.counters.sentBytes += sent * frame;
+      c[QC_SENT]! += sent;
+      c[QC_SENT_BYTES]! += sent * frame;
       if (ring.needsKick()) this.kick(p, p.txKick);
-      else p.counters.kicksSuppressed++;
+      else c[QC_KICKS_SUPPRESSED]!++;
     }
     return work + sent;
   }
@@ -413,11 +438,11 @@ export class NetTraffic {
       } else {
         const nb = this.mergeable ? pool.dv.getUint16(off + 10, true) : 1;
         if (used.len < hdr) {
-          p.counters.bad++;
+          p.counters.stat[QC_BAD]!++;
         } else if (nb <= 1) {
           this.account(p, pool.buf, pool.dv, off + hdr, used.len - hdr);
         } else {
-          p.counters.merged++;
+          p.counters.stat[QC_MERGED]!++;
           p.mergeRemaining = nb - 1;
           p.mergeLen = 0;
           this.appendMerged(p, off + hdr, used.len - hdr, -1);
@@ -441,32 +466,32 @@ export class NetTraffic {
     p.mergeLen += len;
     if (slot >= 0) p.mergeRemaining--;
     if (p.mergeRemaining === 0) {
-      if (p.mergeLen > this.scratch.length) p.counters.truncated++;
+      if (p.mergeLen > this.scratch.length) p.counters.stat[QC_TRUNCATED]!++;
       else this.account(p, this.scratch, this.scratchDv, 0, p.mergeLen);
     }
   }
 
   private account(p: PairState, buf: Buffer, dv: DataView, f: number, len: number): void {
-    const c = p.counters;
-    c.received++;
-    c.receivedBytes += len;
+    const c = p.counters.stat;
+    c[QC_RECEIVED]!++;
+    c[QC_RECEIVED_BYTES]! += len;
     if (!this.options.verify) return;
     const verdict = checkFrame(buf, dv, f, len);
     if (verdict === 0) {
       const src = probeQueue(dv, f);
       if (src >= this.trackers.length) {
-        c.badQueue++;
+        c[QC_BAD_QUEUE]!++;
         return;
       }
-      if (src !== p.q) c.crossPair++;
+      if (src !== p.q) c[QC_CROSS_PAIR]!++;
       this.trackers[src]!.record(probeSeq(dv, f));
       // Our frames leave with dst ..:02 / src ..:01 (DEFAULT_*_MAC): a swapped pair means macswap.
-      if (dv.getUint8(f + 5) === DEFAULT_SRC_MAC[5] && dv.getUint8(f + 11) === DEFAULT_DST_MAC[5] && isSwapped(dv, f)) c.macSwapped++;
+      if (dv.getUint8(f + 5) === DEFAULT_SRC_MAC[5] && dv.getUint8(f + 11) === DEFAULT_DST_MAC[5] && isSwapped(dv, f)) c[QC_MAC_SWAPPED]!++;
     } else if (verdict === FRAME_FOREIGN) {
-      c.foreign++;
-      if (checkForeignIpv4(dv, f, len) === false) c.foreignBad++;
+      c[QC_FOREIGN]!++;
+      if (checkForeignIpv4(dv, f, len) === false) c[QC_FOREIGN_BAD]!++;
     } else if (verdict === FRAME_BAD_LENGTH || verdict === FRAME_BAD_CONTENT) {
-      c.bad++;
+      c[QC_BAD]!++;
     }
   }
 

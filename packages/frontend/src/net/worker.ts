@@ -71,7 +71,7 @@ async function main(): Promise<void> {
   cleanup.push(() => port.off('message', onMessage));
   const tick = init.intervalMs > 0 ? { intervalMs: init.intervalMs, onTick: () => post({ type: 'progress', queues: t.progress().queues }) } : undefined;
   const r = await t.run(init.seconds, init.drainMs, tick);
-  const pairs: NetPairOutcome[] = t.pairs.map((p) => ({ q: p.q, counters: { ...p.counters }, stream: streamStats(t.trackers[p.q]!) }));
+  const pairs: NetPairOutcome[] = t.pairs.map((p) => ({ q: p.q, counters: p.counters.toJSON(), stream: streamStats(t.trackers[p.q]!) }));
   post({ type: 'result', pairs, seconds: r.seconds });
 }
 

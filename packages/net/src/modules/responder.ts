@@ -13,15 +13,21 @@ import { RESPOND_ARP, RESPOND_NONE, respondInPlace } from '../packet/responder.j
 
 export const DEFAULT_RESPONDER_MAC = '02:76:68:74:73:01';
 
+// Slots of the module's counters (`stat`).
+const RS_ARP_REPLIES = 0;
+const RS_ICMP_REPLIES = 1;
+const RS_IGNORED = 2;
+const RS_COUNT = 3;
+
 export default defineModule((ctx) => {
   if (ctx.options.ip === undefined) throw new Error('responder: option ip=A.B.C.D is required');
   const ip = parseIpv4(ctx.options.ip);
   const mac = parseMac(ctx.options.mac ?? DEFAULT_RESPONDER_MAC);
   const pairs = NetQueuePair.fromContext(ctx);
-  let arpReplies = 0;
-  let icmpReplies = 0;
-  let ignored = 0;
+  /** The counters, slots RS_*; also on the module object (tests seed them). Not closure numbers: one past 2^30 is a new heap object per increment. */
+  const stat = new Float64Array(RS_COUNT);
   return {
+    stat,
     poll() {
       let work = 0;
       for (let i = 0; i < pairs.length; i++) {
@@ -34,11 +40,10 @@ export default defineModule((ctx) => {
           p.completeTx();
           const what = respondInPlace(p.scratch, 0, n, ip, mac);
           if (what === RESPOND_NONE) {
-            ignored++;
+            stat[RS_IGNORED]!++;
             continue;
           }
-          if (what === RESPOND_ARP) arpReplies++;
-          else icmpReplies++;
+          stat[what === RESPOND_ARP ? RS_ARP_REPLIES : RS_ICMP_REPLIES]!++;
           if (p.rxFromBuffer(p.scratch, 0, n) === RX_PENDING) break;
         }
         p.publishTx(); // TX completions become visible before the replies on RX
@@ -46,9 +51,9 @@ export default defineModule((ctx) => {
       return work;
     },
     ...pairHooks(pairs, (out) => {
-      out.arpReplies = arpReplies;
-      out.icmpReplies = icmpReplies;
-      out.ignored = ignored;
+      out.arpReplies = stat[RS_ARP_REPLIES]!;
+      out.icmpReplies = stat[RS_ICMP_REPLIES]!;
+      out.ignored = stat[RS_IGNORED]!;
     }),
     rpc: { announce: announceRpc(ctx, pairs) },
   };

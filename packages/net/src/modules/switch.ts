@@ -27,6 +27,15 @@ import { MacTable } from '../packet/mac-table.js';
 import { ETH_MIN_FRAME, writeRarpAnnouncement } from '../packet/rarp.js';
 import { SLOT_DATA, SwitchFabric } from '../switch-fabric.js';
 
+// Slots of the module's counters (`stat`).
+const SW_FORWARDED = 0;
+const SW_FLOODED = 1;
+const SW_FILTERED = 2;
+const SW_RING_FULL = 3;
+const SW_UNATTACHED_DROPS = 4;
+const SW_EXTRA_PAIR_DROPS = 5;
+const SW_COUNT = 6;
+
 export default defineModule((ctx) => {
   const pairs = NetQueuePair.fromContext(ctx);
   const p0 = pairs.find((p) => p.pair === 0) ?? null;
@@ -39,19 +48,19 @@ export default defineModule((ctx) => {
   let bellSeen = 0;
   let armed = false;
   let closed = false;
-  let forwarded = 0;
-  let flooded = 0;
-  let filtered = 0;
-  let unattachedDrops = 0;
-  let extraPairDrops = 0;
-  let ringFull = 0;
+  /**
+   * The counters, slots SW_*; also on the module object (tests seed them). A Float64Array, not
+   * closure variables: a number in a closure that passes 2^30 (V8's small integers) is a new
+   * heap object on every increment, garbage per frame after 2^30 frames.
+   */
+  const stat = new Float64Array(SW_COUNT);
 
   /** Copies the current TX frame of p0 into ring (dst, me); false when the ring is full. */
   function push(p: NetQueuePair, dst: number): boolean {
     const f = fabric!;
     const slot = f.reserve(dst, me);
     if (slot < 0) {
-      ringFull++;
+      stat[SW_RING_FULL]!++;
       return false;
     }
     const len = p.txFrameLen;
@@ -67,7 +76,7 @@ export default defineModule((ctx) => {
       if (dst === me || !f.isAttached(dst)) continue;
       const slot = f.reserve(dst, me);
       if (slot < 0) {
-        ringFull++;
+        stat[SW_RING_FULL]!++;
         continue;
       }
       f.u8.set(buf.subarray(0, len), slot + SLOT_DATA);
@@ -83,7 +92,7 @@ export default defineModule((ctx) => {
       work++;
       const len = p.txFrameLen;
       if (len > f.maxFrame) {
-        ringFull++;
+        stat[SW_RING_FULL]!++;
         p.completeTx();
         continue;
       }
@@ -91,12 +100,12 @@ export default defineModule((ctx) => {
       table.learn(macToNumber(addr, ETH_SRC), me, now);
       let dst = isMulticastDst(addr, 0) ? -1 : table.lookup(macToNumber(addr, 0), now);
       if (dst === me) {
-        filtered++;
+        stat[SW_FILTERED]!++;
       } else if (dst >= 0 && f.isAttached(dst)) {
-        if (push(p, dst)) forwarded++;
+        if (push(p, dst)) stat[SW_FORWARDED]!++;
       } else {
         dst = -1;
-        for (let q = 0; q < f.ports; q++) if (q !== me && f.isAttached(q) && push(p, q)) flooded++;
+        for (let q = 0; q < f.ports; q++) if (q !== me && f.isAttached(q) && push(p, q)) stat[SW_FLOODED]!++;
       }
       p.completeTx();
     }
@@ -149,16 +158,17 @@ export default defineModule((ctx) => {
   // A frame abandoned by a ring stop or memory swap frees its slot in deliver() (rxPump is then not pending).
   const hooks = pairHooks(pairs, (out) => {
     out.port = me;
-    out.forwarded = forwarded;
-    out.flooded = flooded;
-    out.filtered = filtered;
-    out.ringFull = ringFull;
-    out.unattachedDrops = unattachedDrops;
-    out.extraPairDrops = extraPairDrops;
+    out.forwarded = stat[SW_FORWARDED]!;
+    out.flooded = stat[SW_FLOODED]!;
+    out.filtered = stat[SW_FILTERED]!;
+    out.ringFull = stat[SW_RING_FULL]!;
+    out.unattachedDrops = stat[SW_UNATTACHED_DROPS]!;
+    out.extraPairDrops = stat[SW_EXTRA_PAIR_DROPS]!;
     out.macs = table.size;
   });
 
   return {
+    stat,
     poll() {
       let work = 0;
       for (let i = 0; i < pairs.length; i++) {
@@ -167,8 +177,7 @@ export default defineModule((ctx) => {
         // Not attached yet, or a pair the switch does not serve: drop what the guest sends.
         for (let k = 0; k < 64 && p.popTx(); k++) {
           p.completeTx();
-          if (p === p0) unattachedDrops++;
-          else extraPairDrops++;
+          stat[p === p0 ? SW_UNATTACHED_DROPS : SW_EXTRA_PAIR_DROPS]!++;
           work++;
         }
       }
