@@ -146,6 +146,16 @@ export interface RateSample {
 
 export const TESTPMD_PROMPT = 'testpmd> ';
 
+/**
+ * Lets stderr catch up with stdout. What testpmd wrote to stderr before a prompt is already in
+ * the stderr pipe when the prompt arrives on stdout, but the two pipes are read separately: give
+ * the event loop a few milliseconds to read it, so that it lands before the prompt's position in
+ * the merged output (in the answer it belongs to, not in the next command's).
+ */
+function stderrCatchUp(): Promise<void> {
+  return sleep(5);
+}
+
 /** `{ ok: true }` when `dpdk-testpmd` (Debian `dpdk-dev`) is installed. */
 export function isTestpmdAvailable(binary = 'dpdk-testpmd'): Availability {
   return requireBinaries([{ bin: binary, pkg: 'dpdk-dev' }]);
@@ -352,6 +362,7 @@ export class Testpmd implements AsyncDisposable {
       // On stdout alone: cmdline writes the prompt a byte at a time, and a stderr line such as
       // "Error during enabling promiscuous mode ... - ignore" can land inside it.
       await proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs, stream: 'stdout' });
+      await stderrCatchUp();
       tp.#promptSeen = true;
       // Settings testpmd rejects with a warning but runs without: fail instead of measuring
       // something else than asked.
@@ -422,6 +433,7 @@ export class Testpmd implements AsyncDisposable {
       // printed there (cmdline prints it once the command returns). Looked for on stdout alone:
       // see start().
       await this.proc.waitForOutput(TESTPMD_PROMPT, { timeoutMs, since: stdoutSince, stream: 'stdout' });
+      await stderrCatchUp();
       end = Math.max(end ?? 0, this.proc.output.position);
       const text = this.proc.output.since(since);
       return text.slice(0, Math.max(0, end - Math.max(since, this.proc.output.start)));
