@@ -14,7 +14,7 @@
  *   [WC_COUNT + s*RC_COUNT ...)                  ring slot s counters (chains, bytes, kicks, ...)
  * ```
  * Ownership: each word has one writer. The main thread writes DOORBELL (add),
- * REQ_* , SERVICE (add), RING_KICK_PENDING (store 1) and the KICKS counter;
+ * REQ_* , SERVICE (add), RING_KICK_PENDING (store 1), RING_KICK_FD and the KICKS counter;
  * the worker writes everything else. Counters are Float64 (exact to 2^53) and
  * are written with plain stores by their single writer; readers may see a
  * slightly stale value but never a torn one on the supported platforms
@@ -39,8 +39,14 @@ export const CB_ACK_SEQ = 4;
 export const CB_ACK_STATUS = 5;
 /** Worker state (`WORKER_*`), written by the worker, notified on change. */
 export const CB_STATE = 6;
-/** 1 while the worker sleeps in `Atomics.wait` on the doorbell (diagnostics; the main thread always notifies). */
+/**
+ * How the worker sleeps: 0 awake, {@link SLEEP_WAIT} in `Atomics.wait` on the doorbell (the main
+ * thread always notifies), {@link SLEEP_POLL} in `pollReadable` on its wake eventfd and its kick
+ * fds (the main thread writes the wake eventfd after ringing the doorbell).
+ */
 export const CB_SLEEPING = 7;
+export const SLEEP_WAIT = 1;
+export const SLEEP_POLL = 2;
 /** Service counter: the main thread adds 1 after posting a comlink message so the worker visits its event loop. */
 export const CB_SERVICE = 8;
 /** Highest update-message sequence the worker has applied (see REQ_APPLY). */
@@ -71,6 +77,12 @@ export const RING_VRING_INDEX = 6;
 export const RING_BROKEN_REASON = 7;
 /** Chains popped and not yet completed (module work in flight). */
 export const RING_INFLIGHT = 8;
+/**
+ * The kick fd the main thread watches for this ring, -1 when none. The worker may poll it for
+ * readability while it sleeps (never reads it: the main thread's poller drains it); the main
+ * thread closes a kick fd only after the worker acknowledged that the ring stopped.
+ */
+export const RING_KICK_FD = 9;
 /** Ring slot size in Int32 words. */
 export const RING_WORDS = 16;
 
@@ -211,7 +223,10 @@ export function createControlBlock(ringSlots: number): ControlBlockViews {
   const sab = new SharedArrayBuffer(controlBlockBytes(ringSlots));
   const views = controlBlockViews(sab);
   Atomics.store(views.i32, CB_RING_SLOTS, ringSlots);
-  for (let s = 0; s < ringSlots; s++) Atomics.store(views.i32, ringWord(s, RING_VRING_INDEX), -1);
+  for (let s = 0; s < ringSlots; s++) {
+    Atomics.store(views.i32, ringWord(s, RING_VRING_INDEX), -1);
+    Atomics.store(views.i32, ringWord(s, RING_KICK_FD), -1);
+  }
   return views;
 }
 

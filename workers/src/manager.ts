@@ -18,6 +18,8 @@ import {
   CB_ACK_STATUS,
   CB_APPLIED_SEQ,
   CB_DOORBELL,
+  CB_SLEEPING,
+  SLEEP_POLL,
   CB_REQ_ARG,
   CB_REQ_CODE,
   CB_REQ_SEQ,
@@ -35,6 +37,7 @@ import {
   REQ_STOP_RINGS,
   RING_BROKEN_REASON,
   RING_INFLIGHT,
+  RING_KICK_FD,
   RING_KICK_PENDING,
   RING_STATE,
   RING_STATE_NAMES,
@@ -94,6 +97,13 @@ export interface DeviceSpec {
   spinUs?: number;
   /** Burst size (chains per module call). Default 64. */
   burstSize?: number;
+  /**
+   * Sleeping workers also wait on their rings' kick fds themselves (poll(2) in the worker), so a
+   * guest kick wakes the worker directly instead of through the main thread's poller and the
+   * doorbell: one thread wake-up instead of two (bench/dist/dataplane.js). The main thread still
+   * watches and drains the kick fds. Default true; false: Atomics.wait on the doorbell only.
+   */
+  kickWait?: boolean;
   /** Sleep timeout for polling-mode rings (no kick fd), ms. Default 1. */
   pollIntervalMs?: number;
   /** Event-loop mode: visit the event loop at least this often while busy, ms. Default 5. */
@@ -189,12 +199,14 @@ class WorkerHandle {
   private updateSeq = 0;
   private readonly rpcPort: import('node:worker_threads').MessagePort;
   rpc: Remote<WorkerRpc> | null = null;
+  /** The worker's wake eventfd (tuning.kickWait), -1 without; closed once the thread has exited. */
+  readonly wakeFd: number;
 
   constructor(
     readonly device: DeviceWorkers,
     readonly workerIndex: number,
     ringSlots: number,
-    init: Omit<WorkerInit, 'control' | 'rpcPort' | 'workerIndex' | 'rings' | 'cpus'>,
+    init: Omit<WorkerInit, 'control' | 'rpcPort' | 'workerIndex' | 'rings' | 'cpus' | 'wakeFd'>,
     cpu: number | null,
     rings: RingConfig[],
   ) {
@@ -203,18 +215,27 @@ class WorkerHandle {
     this.cpu = cpu;
     const { port1, port2 } = new MessageChannel();
     this.rpcPort = port1;
+    this.wakeFd = init.tuning.kickWait ? native.eventfdCreate(0) : -1;
     const data: WorkerInit = {
       ...init,
+      wakeFd: this.wakeFd,
       workerIndex,
       control: this.cb.sab,
       rpcPort: port2,
       cpus: cpu === null ? null : [cpu],
       rings,
     };
-    this.worker = new Worker(WORKER_URL, { workerData: data, transferList: [port2], name: `${init.deviceId}/q${workerIndex}` });
+    try {
+      this.worker = new Worker(WORKER_URL, { workerData: data, transferList: [port2], name: `${init.deviceId}/q${workerIndex}` });
+    } catch (e) {
+      if (this.wakeFd >= 0) native.close(this.wakeFd);
+      throw e;
+    }
     this.exited = new Promise((resolve) => {
       this.worker.once('exit', (code) => {
         this.exitCode = code;
+        // Only now: a live worker may be blocked in poll() on it.
+        if (this.wakeFd >= 0) native.close(this.wakeFd);
         // Wake every waiter on the ack and state words: they re-check and see the exit.
         Atomics.notify(this.cb.i32, CB_ACK_SEQ);
         Atomics.notify(this.cb.i32, CB_STATE);
@@ -225,10 +246,17 @@ class WorkerHandle {
     this.worker.on('message', (m: WorkerMessage) => this.device.workerMessage(this, m));
   }
 
-  /** Rings the doorbell (the worker wakes from Atomics.wait or sees the change on its next round). */
+  /**
+   * Rings the doorbell: the worker wakes from Atomics.wait, or from poll() through its wake
+   * eventfd, or sees the change on its next round. The worker announces a poll() sleep in
+   * CB_SLEEPING and then re-reads the doorbell: with both sides' sequentially consistent
+   * accesses, either it sees this add or this load sees SLEEP_POLL.
+   */
   doorbell(): void {
-    Atomics.add(this.cb.i32, CB_DOORBELL, 1);
-    Atomics.notify(this.cb.i32, CB_DOORBELL);
+    const i32 = this.cb.i32;
+    Atomics.add(i32, CB_DOORBELL, 1);
+    Atomics.notify(i32, CB_DOORBELL);
+    if (this.wakeFd >= 0 && this.exitCode === null && Atomics.load(i32, CB_SLEEPING) === SLEEP_POLL) native.eventfdWrite(this.wakeFd, 1);
   }
 
   /** The comlink proxy; every message pokes the worker so it visits its event loop. */
@@ -326,8 +354,7 @@ class WorkerHandle {
           if (value === 0) return;
           f64[kicks] = f64[kicks]! + 1;
           Atomics.store(i32, pendingWord, 1);
-          Atomics.add(i32, CB_DOORBELL, 1);
-          Atomics.notify(i32, CB_DOORBELL, 1);
+          this.doorbell();
         },
         true,
       );
@@ -337,6 +364,7 @@ class WorkerHandle {
     s.poller = poller;
     try {
       poller.start(POLL_READABLE);
+      Atomics.store(i32, ringWord(s.slot, RING_KICK_FD), s.kickFd);
     } catch (e) {
       poller.close();
       s.poller = null;
@@ -345,6 +373,7 @@ class WorkerHandle {
   }
 
   unwatchKick(s: RingSlotMain): void {
+    Atomics.store(this.cb.i32, ringWord(s.slot, RING_KICK_FD), -1);
     if (s.poller !== null) {
       s.poller.close();
       s.poller = null;
@@ -414,6 +443,7 @@ export class DeviceWorkers {
       pollIntervalMs: spec.pollIntervalMs ?? 1,
       yieldIntervalMs: spec.yieldIntervalMs ?? 5,
       drainTimeoutMs: spec.drainTimeoutMs ?? 1000,
+      kickWait: spec.kickWait ?? true,
     };
     const moduleUrl = spec.module instanceof URL ? spec.module.href : spec.module.startsWith('file:') ? spec.module : pathToFileURL(spec.module).href;
     const nWorkers = Math.ceil(numRings / qpw);

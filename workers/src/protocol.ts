@@ -81,6 +81,8 @@ export interface WorkerTuning {
   yieldIntervalMs: number;
   /** How long PAUSE/STOP/EXIT wait for a module's in-flight chains to complete. */
   drainTimeoutMs: number;
+  /** Sleep in poll(2) on the wake eventfd and the kick fds (see DeviceSpec.kickWait). */
+  kickWait: boolean;
 }
 
 /** workerData of a queue worker. */
@@ -90,6 +92,8 @@ export interface WorkerInit {
   /** Rings per worker: this worker serves vrings workerIndex * queuesPerWorker + slot. */
   queuesPerWorker: number;
   control: SharedArrayBuffer;
+  /** Eventfd the main thread writes after ringing the doorbell while the worker sleeps in poll(2); -1 without kickWait. */
+  wakeFd: number;
   /** Port for comlink (rich control). */
   rpcPort: MessagePort;
   /** file: URL of the processing module. */

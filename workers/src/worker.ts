@@ -30,6 +30,8 @@ import {
   CB_REQ_SEQ,
   CB_SERVICE,
   CB_SLEEPING,
+  SLEEP_POLL,
+  SLEEP_WAIT,
   CB_STATE,
   RC_BURSTS,
   RC_BYTES,
@@ -50,6 +52,7 @@ import {
   RING_BROKEN,
   RING_BROKEN_REASON,
   RING_INFLIGHT,
+  RING_KICK_FD,
   RING_KICK_PENDING,
   RING_LAST_AVAIL,
   RING_LAST_USED,
@@ -566,6 +569,63 @@ function sleepTimeout(): number {
   return Infinity;
 }
 
+/** Sleeps in Atomics.wait until the doorbell moves from `db`; true when it timed out. */
+function sleepOnDoorbell(db: number, timeoutMs: number): boolean {
+  Atomics.store(i32, CB_SLEEPING, SLEEP_WAIT);
+  const res = Atomics.wait(i32, CB_DOORBELL, db, timeoutMs);
+  Atomics.store(i32, CB_SLEEPING, 0);
+  return res === 'timed-out';
+}
+
+/**
+ * poll(2) set of a kickWait sleep: the wake eventfd and the running rings' kick fds, then room
+ * for their revents (see native.pollReadable). Built once.
+ */
+const pollSet = init.wakeFd >= 0 ? new Int32Array(new ArrayBuffer(8 * (1 + ringSlots))) : null;
+/** Longest blocking poll(), ms: worker.terminate() interrupts Atomics.wait but not a syscall. */
+const POLL_SLICE_MS = 250;
+
+/**
+ * Sleeps until a kick fd of a running ring or the wake eventfd is readable (or the sleep
+ * timeout): a guest's kick wakes this thread directly, not through the main thread's poller and
+ * the doorbell. The kick fds are only polled, never read: the main thread's poller drains them
+ * and then rings the doorbell, so a kick fd that is still readable when this sleep starts is a
+ * kick the main thread has not drained yet, and poll() would return at once; then this sleep
+ * waits for that doorbell instead. The main thread closes a kick fd only after this worker
+ * acknowledged its ring's stop, so the numbers read here stay valid while they are polled.
+ * True when the sleep timed out.
+ */
+function sleepInPoll(db: number): boolean {
+  const set = pollSet!;
+  let n = 0;
+  set[n++] = init.wakeFd;
+  for (let s = 0; s < ringSlots; s++) {
+    if (rings[s]!.state !== RING_RUNNING) continue;
+    const fd = Atomics.load(i32, ringWord(s, RING_KICK_FD));
+    if (fd >= 0) set[n++] = fd;
+  }
+  const timeout = sleepTimeout();
+  // Announce the poll sleep, then look at the doorbell once more: the main thread rings the
+  // doorbell and then reads CB_SLEEPING, so either it writes the wake eventfd or we see its ring.
+  Atomics.store(i32, CB_SLEEPING, SLEEP_POLL);
+  let ready = 0;
+  let timedOut = false;
+  if (Atomics.load(i32, CB_DOORBELL) === db) {
+    ready = native.pollReadable(set, n, 0);
+    if (ready === 0) {
+      const bounded = timeout < POLL_SLICE_MS; // polling-mode rings: the poll interval
+      ready = native.pollReadable(set, n, bounded ? Math.ceil(timeout) : POLL_SLICE_MS);
+      timedOut = ready === 0 && bounded;
+    } else if (set[n] === 0) {
+      // Only kick fds: not drained by the main thread yet. Its doorbell follows the drain.
+      return sleepOnDoorbell(db, timeout);
+    }
+  }
+  Atomics.store(i32, CB_SLEEPING, 0);
+  if (ready > 0 && set[n] !== 0) native.eventfdRead(init.wakeFd);
+  return timedOut;
+}
+
 // What the synchronous loop asks its caller to do next.
 const NEXT_CONTINUE = 0;
 const NEXT_YIELD = 1;
@@ -620,11 +680,9 @@ function runLoop(): number {
       asyncSleepDoorbell = db;
       return NEXT_SLEEP_ASYNC;
     }
-    Atomics.store(i32, CB_SLEEPING, 1);
-    const res = Atomics.wait(i32, CB_DOORBELL, db, sleepTimeout());
-    Atomics.store(i32, CB_SLEEPING, 0);
+    const timedOut = pollSet !== null ? sleepInPoll(db) : sleepOnDoorbell(db, sleepTimeout());
     f64[WC_WAKEUPS]!++;
-    if (res === 'timed-out') f64[WC_TIMEOUTS]!++;
+    if (timedOut) f64[WC_TIMEOUTS]!++;
     disableNotifications();
     idleRounds = 0;
   }

@@ -1,6 +1,7 @@
 // vhost_native: the only native code of vhost-ts. Mechanism only, no policy.
 // Context-aware (NODE_MODULE_INIT), so it loads in the main thread and in every
 // worker; each context gets its own functions and Poller class.
+#include <poll.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <uv.h>
@@ -26,6 +27,10 @@ void InitConstants(v8::Local<v8::Object> exports, v8::Local<v8::Context> context
   set("POLL_DISCONNECT", UV_DISCONNECT);
   set("POLL_PRIORITIZED", UV_PRIORITIZED);
   set("MAX_FDS", kMaxFds);
+  set("POLLIN", POLLIN);
+  set("POLLERR", POLLERR);
+  set("POLLHUP", POLLHUP);
+  set("POLLNVAL", POLLNVAL);
   static_cast<void>(c->SetIntegrityLevel(context, v8::IntegrityLevel::kFrozen).IsJust());
   SetProperty(context, exports, "constants", c);
 }

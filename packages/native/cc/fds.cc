@@ -1,5 +1,6 @@
-// File descriptors: close, dup, eventfd, O_NONBLOCK.
+// File descriptors: close, dup, eventfd, O_NONBLOCK, a blocking poll for readability.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -109,6 +110,43 @@ void SetNonBlocking(const FunctionCallbackInfo<Value>& info) {
   if (wanted != flags && fcntl(fd, F_SETFL, wanted) != 0) ThrowErrno(info.GetIsolate(), errno, "fcntl");
 }
 
+// pollReadable(fds: Int32Array, count, timeoutMs): poll(2) for POLLIN on
+// fds[0 .. count), blocking the calling thread (meant for a worker thread that
+// would otherwise sleep in Atomics.wait). revents go to fds[count + i]. Returns
+// how many fds have revents (0 on timeout or EINTR). A negative fd is ignored
+// (poll's rule), a closed one reports POLLNVAL.
+constexpr int kMaxPollFds = 64;
+
+void PollReadable(const FunctionCallbackInfo<Value>& info) {
+  Args args(info, "pollReadable");
+  if (info.Length() < 1 || !info[0]->IsInt32Array()) {
+    args.TypeError("fds", "an Int32Array", 0);
+    return;
+  }
+  double count, timeout;
+  if (!args.Integer(1, "count", 0, kMaxPollFds, &count) || !args.Integer(2, "timeoutMs", -1, 2147483647.0, &timeout)) return;
+  Local<v8::Int32Array> view = info[0].As<v8::Int32Array>();
+  const size_t n = static_cast<size_t>(count);
+  if (view->Length() < 2 * n) {
+    args.RangeError("fds", "must hold 2 * count entries (fds, then room for their revents)");
+    return;
+  }
+  auto* words = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(view->Buffer()->Data()) + view->ByteOffset());
+  struct pollfd pfds[kMaxPollFds];
+  for (size_t i = 0; i < n; i++) pfds[i] = {words[i], POLLIN, 0};
+  const int r = poll(pfds, n, static_cast<int>(timeout));
+  if (r < 0) {
+    if (errno == EINTR) {
+      info.GetReturnValue().Set(0);
+      return;
+    }
+    ThrowErrno(info.GetIsolate(), errno, "poll");
+    return;
+  }
+  for (size_t i = 0; i < n; i++) words[n + i] = pfds[i].revents;
+  info.GetReturnValue().Set(r);
+}
+
 }  // namespace
 
 void InitFds(Local<v8::Object> exports, Local<v8::Context> context) {
@@ -118,6 +156,7 @@ void InitFds(Local<v8::Object> exports, Local<v8::Context> context) {
   SetMethod(context, exports, "eventfdRead", EventfdRead);
   SetMethod(context, exports, "eventfdWrite", EventfdWrite);
   SetMethod(context, exports, "setNonBlocking", SetNonBlocking);
+  SetMethod(context, exports, "pollReadable", PollReadable);
 }
 
 }  // namespace vhost_native

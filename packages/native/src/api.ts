@@ -111,6 +111,14 @@ export interface NativeBinding {
   eventfdWrite(fd: number, value?: number): boolean;
   /** Set or clear O_NONBLOCK. */
   setNonBlocking(fd: number, on: boolean): void;
+  /**
+   * poll(2) for POLLIN on `fds[0 .. count)` (count <= 64), blocking the calling thread up to
+   * `timeoutMs` (-1: no limit). The revents of fd i are written to `fds[count + i]`, so the array
+   * must hold 2 * count entries. Returns how many fds have revents (0 on timeout or EINTR).
+   * Negative fds are ignored; a closed fd reports POLLNVAL (0x20). For a worker thread that waits
+   * for its own eventfds instead of being woken through the main thread.
+   */
+  pollReadable(fds: Int32Array, count: number, timeoutMs: number): number;
 
   // ---- unix stream sockets ------------------------------------------------
   /** socket+bind+listen, non-blocking, cloexec. Fails with EADDRINUSE if the path exists. */

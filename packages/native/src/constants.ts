@@ -17,3 +17,9 @@ export const MFD_ALLOW_SEALING = 0x0002;
 
 /** Most fds one sendmsg/recvmsg carries (the vhost-user limit). */
 export const MAX_FDS = 8;
+
+/** poll(2) revents bits (asm-generic/poll.h), as {@link NativeBinding.pollReadable} reports them. */
+export const POLLIN = 0x001;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+export const POLLNVAL = 0x020;

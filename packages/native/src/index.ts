@@ -33,6 +33,7 @@ export const {
   eventfdRead,
   eventfdWrite,
   setNonBlocking,
+  pollReadable,
   unixListen,
   unixAccept,
   unixConnect,

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   F_SEAL_FUTURE_WRITE,
@@ -12,6 +13,10 @@ import {
   POLL_PRIORITIZED,
   POLL_READABLE,
   POLL_WRITABLE,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
   Poller,
   addSeals,
   assertNoV8Sandbox,
@@ -27,6 +32,7 @@ import {
   native,
   recvmsg,
   sendmsg,
+  pollReadable,
   setNonBlocking,
   shutdown,
   unixAccept,
@@ -130,6 +136,58 @@ describe('dup and O_NONBLOCK', () => {
   });
 });
 
+describe('pollReadable', () => {
+  it('times out with 0, reports a readable eventfd with POLLIN, and ignores negative fds', () => {
+    const a = eventfdCreate(0);
+    const b = eventfdCreate(0);
+    const fds = new Int32Array(6);
+    fds.set([a, -1, b]);
+    const t0 = performance.now();
+    expect(pollReadable(fds, 3, 30)).toBe(0);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(25);
+    expect([...fds.subarray(3)]).toEqual([0, 0, 0]);
+    eventfdWrite(b, 1);
+    expect(pollReadable(fds, 3, -1)).toBe(1);
+    expect([...fds.subarray(3)]).toEqual([0, 0, POLLIN]);
+    expect(fds[2]).toBe(b); // the fds themselves are left as they were
+    close(a);
+    close(b);
+  });
+
+  it('reports a closed fd as POLLNVAL instead of blocking', () => {
+    const a = eventfdCreate(0);
+    close(a);
+    const fds = new Int32Array([a, 0]);
+    expect(pollReadable(fds, 1, -1)).toBe(1);
+    expect(fds[1]).toBe(POLLNVAL);
+  });
+
+  it('blocks the calling thread until another thread writes the eventfd', async () => {
+    const e = eventfdCreate(0);
+    const { Worker } = await import('node:worker_threads');
+    const addon = fileURLToPath(new URL('../build/Release/vhost_native.node', import.meta.url));
+    const w = new Worker(
+      `const { workerData } = require('node:worker_threads');
+       setTimeout(() => require(workerData.addon).eventfdWrite(workerData.fd, 1), 50);`,
+      { eval: true, workerData: { addon, fd: e } },
+    );
+    const fds = new Int32Array([e, 0]);
+    const t0 = performance.now();
+    expect(pollReadable(fds, 1, 5000)).toBe(1);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(40);
+    expect(fds[1]).toBe(POLLIN);
+    await w.terminate();
+    close(e);
+  });
+
+  it('refuses bad arguments with a clear error', () => {
+    expect(() => pollReadable([3, 0] as unknown as Int32Array, 1, 0)).toThrow(/"fds" must be an Int32Array/);
+    expect(() => pollReadable(new Int32Array(2), 65, 0)).toThrow(/"count"/);
+    expect(() => pollReadable(new Int32Array(3), 2, 0)).toThrow(/2 \* count/);
+    expect(() => pollReadable(new Int32Array(2), 1, -2)).toThrow(/"timeoutMs"/);
+  });
+});
+
 describe('constants and loading', () => {
   it('match the values the addon was compiled with', () => {
     expect(native.constants).toEqual({
@@ -145,6 +203,10 @@ describe('constants and loading', () => {
       POLL_DISCONNECT,
       POLL_PRIORITIZED,
       MAX_FDS,
+      POLLIN,
+      POLLERR,
+      POLLHUP,
+      POLLNVAL,
     });
   });
 
