@@ -196,6 +196,11 @@ export class BlkDriver {
           );
           await user.newDevice?.(dev);
         },
+        destroyDevice: async (dev) => {
+          // Before the data plane stops the device's workers (callbacks run first on stop).
+          await this.logTotals(dev);
+          await user.destroyDevice?.(dev);
+        },
       },
     });
   }
@@ -263,38 +268,62 @@ export class BlkDriver {
   async stats(): Promise<BlkDeviceStats[]> {
     const out: BlkDeviceStats[] = [];
     for (const dev of this.devices) {
-      const w = this.dataPlane.workers(dev);
-      if (w === undefined) continue;
-      const queues: BlkQueueStats[] = [];
-      await Promise.all(
-        Array.from({ length: w.workerCount }, async (_, wi) => {
-          let ms: Record<string, number> = {};
-          try {
-            ms = await w.remote(wi).moduleStats();
-          } catch {
-            return; // stopping
-          }
-          const first = wi * w.queuesPerWorker;
-          for (let v = first; v < first + w.queuesPerWorker && v < this.geo.numQueues; v++) {
-            const g = (k: string): number => ms[`vring${v}.${k}`] ?? 0;
-            queues.push({
-              vring: v,
-              requests: g('requests'),
-              reads: g('reads'),
-              writes: g('writes'),
-              bytesRead: g('bytesRead'),
-              bytesWritten: g('bytesWritten'),
-              errors: g('ioErrors') + g('unsupported') + g('malformed'),
-              depth: g('inflight') + g('available'),
-              resubmitted: g('resubmitted'),
-            });
-          }
-        }),
-      );
-      queues.sort((a, b) => a.vring - b.vring);
-      out.push({ device: dev.id, queues });
+      const queues = await this.queueStats(dev);
+      if (queues !== null) out.push({ device: dev.id, queues });
     }
     return out;
+  }
+
+  /** Per-queue counters of one device, or null when it has no workers (not started, or gone). */
+  private async queueStats(dev: VhostDevice): Promise<BlkQueueStats[] | null> {
+    const w = this.dataPlane.workers(dev);
+    if (w === undefined) return null;
+    const queues: BlkQueueStats[] = [];
+    await Promise.all(
+      Array.from({ length: w.workerCount }, async (_, wi) => {
+        let ms: Record<string, number> = {};
+        try {
+          ms = await w.remote(wi).moduleStats();
+        } catch {
+          return; // stopping
+        }
+        const first = wi * w.queuesPerWorker;
+        for (let v = first; v < first + w.queuesPerWorker && v < this.geo.numQueues; v++) {
+          const g = (k: string): number => ms[`vring${v}.${k}`] ?? 0;
+          queues.push({
+            vring: v,
+            requests: g('requests'),
+            reads: g('reads'),
+            writes: g('writes'),
+            bytesRead: g('bytesRead'),
+            bytesWritten: g('bytesWritten'),
+            errors: g('ioErrors') + g('unsupported') + g('malformed'),
+            depth: g('inflight') + g('available'),
+            resubmitted: g('resubmitted'),
+          });
+        }
+      }),
+    );
+    queues.sort((a, b) => a.vring - b.vring);
+    return queues;
+  }
+
+  /**
+   * Logs a stopping device's totals per queue (requests, bytes, errors): the live view samples
+   * at intervals and a device that stops between two samples (a guest that boots, writes and
+   * shuts down within one interval) would otherwise leave no trace of its I/O. Bounded: a worker
+   * that does not answer within 1 s only costs the line.
+   */
+  private async logTotals(dev: VhostDevice): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const queues = await Promise.race([
+      this.queueStats(dev).catch(() => null),
+      new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), 1000))),
+    ]);
+    clearTimeout(timer);
+    if (queues === null || queues.length === 0) return;
+    const cells = queues.map((q) => `q${q.vring} ${q.requests} requests ${q.bytesRead + q.bytesWritten} bytes ${q.errors} errors`);
+    this.logger.info(`${this.vhost.path}: device ${dev.id} totals: ${cells.join(', ')}`);
   }
 }
 
