@@ -7,7 +7,7 @@
  * `dst` the only consumer. No locks: the producer writes a slot then
  * publishes `head` (Atomics.store), the consumer reads `head` (Atomics.load),
  * reads the slot, then publishes `tail`. A full ring drops the frame (counted
- * in the ring's `drops` word). After publishing, the producer bumps the
+ * in the ring's `drops` counter). After publishing, the producer bumps the
  * destination port's `bell` word and notifies it; the consumer waits on it
  * with Atomics.waitAsync when idle.
  *
@@ -15,7 +15,7 @@
  */
 
 const MAGIC = 0x76735746; // 'vsWF'
-const VERSION = 1;
+const VERSION = 2; // 2: per-ring drops/pushed are float64 (were int32: negative past 2^31)
 
 // Header words.
 const H_MAGIC = 0;
@@ -38,8 +38,10 @@ const P_GENERATION = 2;
 const RING_WORDS = 16;
 const R_HEAD = 0;
 const R_TAIL = 1;
-const R_DROPS = 2;
-const R_PUSHED = 3;
+// Per-ring Float64 counters (index within the ring's 8 float64s; words 4-7), single writer: the
+// producer. Float64, not Int32 words: an Int32 counter turns negative past 2^31 frames.
+const RF_DROPS = 2;
+const RF_PUSHED = 3;
 
 /** Slot header: len u32 @0, flags u8 @4, csum_start u16 @6, csum_offset u16 @8. Data from @16. */
 export const SLOT_LEN = 0;
@@ -61,6 +63,8 @@ export interface SwitchFabricOptions {
 export class SwitchFabric {
   readonly sab: SharedArrayBuffer;
   readonly i32: Int32Array;
+  /** The same header and ring area as Float64s (the per-ring counters). */
+  readonly f64: Float64Array;
   readonly u8: Uint8Array;
   readonly ports: number;
   readonly slots: number;
@@ -108,11 +112,22 @@ export class SwitchFabric {
     this.ringBase = l.ringBase;
     this.dataBase = l.dataBase;
     this.i32 = new Int32Array(sab, 0, l.dataBase / 4);
+    this.f64 = new Float64Array(sab, 0, l.dataBase / 8);
     this.u8 = new Uint8Array(sab);
   }
 
   private ringWord(dst: number, src: number, w: number): number {
     return this.ringBase + (dst * this.ports + src) * RING_WORDS + w;
+  }
+
+  /** Index in {@link f64} of ring (dst, src)'s counter `k` (RF_*); ring words start 64-byte aligned. */
+  private ringF64(dst: number, src: number, k: number): number {
+    return (this.ringBase + (dst * this.ports + src) * RING_WORDS) / 2 + k;
+  }
+
+  /** Where ring (dst, src)'s counters live in {@link f64} (tests seed them there). */
+  counterSlots(dst: number, src: number): { drops: number; pushed: number } {
+    return { drops: this.ringF64(dst, src, RF_DROPS), pushed: this.ringF64(dst, src, RF_PUSHED) };
   }
 
   private slotOffset(dst: number, src: number, idx: number): number {
@@ -156,7 +171,7 @@ export class SwitchFabric {
     const head = i32[this.ringWord(dst, src, R_HEAD)]!; // only this thread writes head
     const tail = Atomics.load(i32, this.ringWord(dst, src, R_TAIL));
     if (((head - tail) | 0) >= this.slots) {
-      Atomics.add(i32, this.ringWord(dst, src, R_DROPS), 1);
+      this.f64[this.ringF64(dst, src, RF_DROPS)]!++;
       return -1;
     }
     return this.slotOffset(dst, src, head);
@@ -177,7 +192,7 @@ export class SwitchFabric {
     const i32 = this.i32;
     const hw = this.ringWord(dst, src, R_HEAD);
     Atomics.store(i32, hw, (i32[hw]! + 1) | 0);
-    i32[this.ringWord(dst, src, R_PUSHED)]!++;
+    this.f64[this.ringF64(dst, src, RF_PUSHED)]!++;
     const bell = H_WORDS + dst * PORT_WORDS + P_BELL;
     Atomics.add(i32, bell, 1);
     Atomics.notify(i32, bell, 1);
@@ -229,12 +244,12 @@ export class SwitchFabric {
 
   /** Frames dropped because ring (dst, src) was full. */
   drops(dst: number, src: number): number {
-    return Atomics.load(this.i32, this.ringWord(dst, src, R_DROPS));
+    return this.f64[this.ringF64(dst, src, RF_DROPS)]!;
   }
 
   /** Frames pushed into ring (dst, src). */
   pushed(dst: number, src: number): number {
-    return Atomics.load(this.i32, this.ringWord(dst, src, R_PUSHED));
+    return this.f64[this.ringF64(dst, src, RF_PUSHED)]!;
   }
 }
 

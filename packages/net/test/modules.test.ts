@@ -292,6 +292,23 @@ describe('switch', () => {
     expect(await untilAsync(async () => (await a.dev.remote(0).moduleStats()).filtered === 1)).toBe(true);
   });
 
+  it('fabric: per-ring pushed and dropped counts stay exact past 2^32 (float64, not int32 words)', () => {
+    const fabric = SwitchFabric.create({ ports: 2, slots: 2 });
+    const { drops, pushed } = fabric.counterSlots(1, 0);
+    fabric.f64[pushed] = 2 ** 40;
+    fabric.f64[drops] = 2 ** 33;
+    for (let i = 0; i < 3; i++) {
+      const slot = fabric.reserve(1, 0);
+      if (slot >= 0) fabric.commit(1, 0, slot, 60);
+    }
+    // Two slots: two frames pushed, the third dropped.
+    expect(fabric.pushed(1, 0)).toBe(2 ** 40 + 2);
+    expect(fabric.drops(1, 0)).toBe(2 ** 33 + 1);
+    // Another worker's view of the same fabric reads the same counts.
+    expect(new SwitchFabric(fabric.sab).pushed(1, 0)).toBe(2 ** 40 + 2);
+    expect(fabric.pushed(0, 1)).toBe(0);
+  });
+
   it('drops what a port sends before the fabric is attached', async () => {
     const p = await startPort('switch');
     p.pairs[0]!.send(testFrame(100));
