@@ -108,8 +108,15 @@ describe('control-plane fuzzer', () => {
     expect(traffic).toMatchObject({ bad: 0, duplicated: 0, foreign: 0 });
     expect(traffic.received).toBeGreaterThan(1000);
     // Exact counters (fds, memfd and native mappings, threads, watches) must be back; the total of
-    // anonymous mappings (V8 heap, malloc arenas of the hundreds of exited worker threads) gets more slack.
-    await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 15_000, heapSlack: 128 });
+    // anonymous mappings (V8 heap, malloc arenas of the hundreds of exited worker threads) gets more
+    // slack. Measured right after this run: +145 mappings over the baseline, 115 of them 256 KiB
+    // pages of the main isolate's heap (same with session 1's code); it shrinks only when V8 gets
+    // to it, which on a loaded CI machine took longer than the 15 s below (a fresh-clone CI run
+    // failed at slack 128). Transient, not per connection: on a quiet machine the long-run fuzzer
+    // (fuzz-cli.js --messages 100000 --seed 24301: 4272 connections) passes its check after every
+    // 20,000 messages with the default slack of 64, where a leak of the size seen here per
+    // connection (~34 KiB) would be +580 pages by the end.
+    await assertBackToBaseline(baseline, { probe: () => be.snapshot(), timeoutMs: 15_000, heapSlack: 256 });
     expect(await be.workerDevices()).toBe(0);
   }, 240_000);
 });
