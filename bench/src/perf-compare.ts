@@ -218,6 +218,27 @@ async function startFrontend(sock: string, queues: number, size: number): Promis
   });
 }
 
+/**
+ * Starts the front-end on `sock`, waits for the link, gives both processes the nice treatment,
+ * seeds the io loop (start tx_first) and lets it warm up. The caller closes the front-end.
+ */
+async function startLoop(be: Backend, sock: string, queues: number, size: number, o: Options): Promise<Testpmd> {
+  const fe = await startFrontend(sock, queues, size);
+  try {
+    await fe.waitForLinkUp(0, 15_000);
+    if (o.nice !== 0) {
+      reniceAll(be.pid, o.nice);
+      reniceAll(fe.proc.pid, o.nice);
+    }
+    await fe.start(o.txFirst);
+    await sleep(o.warmupMs);
+    return fe;
+  } catch (e) {
+    await fe.close();
+    throw e;
+  }
+}
+
 interface RunResult {
   kind: Kind;
   size: number;
@@ -242,14 +263,7 @@ async function runOne(dir: string, kind: Kind, size: number, queues: number, o: 
         : await startDpdk(sock, queues);
   let fe: Testpmd | null = null;
   try {
-    fe = await startFrontend(sock, queues, size);
-    await fe.waitForLinkUp(0, 15_000);
-    if (o.nice !== 0) {
-      reniceAll(be.pid, o.nice);
-      reniceAll(fe.proc.pid, o.nice);
-    }
-    await fe.start(o.txFirst);
-    await sleep(o.warmupMs);
+    fe = await startLoop(be, sock, queues, size, o);
     const a = await fe.portStat(0);
     const c0 = cpuNs(be.pid);
     const f0 = cpuNs(fe.proc.pid);
@@ -306,14 +320,7 @@ async function gcRun(dir: string, o: Options): Promise<GcResult> {
   const be = await startOurs(sock, 1, o, ['--trace-gc']);
   let fe: Testpmd | null = null;
   try {
-    fe = await startFrontend(sock, 1, 64);
-    await fe.waitForLinkUp(0, 15_000);
-    if (o.nice !== 0) {
-      reniceAll(be.pid, o.nice);
-      reniceAll(fe.proc.pid, o.nice);
-    }
-    await fe.start(o.txFirst);
-    await sleep(o.warmupMs);
+    fe = await startLoop(be, sock, 1, 64, o);
     const from = be.proc.output.position;
     const a = await fe.portStat(0);
     const t0 = performance.now();

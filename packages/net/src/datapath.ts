@@ -23,7 +23,7 @@
  *   with length 0, counted in `rxDropped`) when the RX ring is disabled or
  *   stopped, or the memory table changes.
  */
-import { hasFeature, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF } from '@vhost-ts/virtio';
+import { defineStatAccessors, hasFeature, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MRG_RXBUF } from '@vhost-ts/virtio';
 import type { Chain, QueueContext, QueueRing } from '@vhost-ts/workers/module-api';
 import {
   HDR_CSUM_OFFSET,
@@ -537,18 +537,7 @@ export class NetQueuePair implements NetPairCounters {
   }
 }
 
-for (const [name, slot] of Object.entries(STAT_SLOTS)) {
-  Object.defineProperty(NetQueuePair.prototype, name, {
-    get(this: NetQueuePair): number {
-      return this.stat[slot]!;
-    },
-    set(this: NetQueuePair, v: number) {
-      this.stat[slot] = v;
-    },
-    enumerable: true,
-    configurable: false,
-  });
-}
+defineStatAccessors(NetQueuePair, STAT_SLOTS);
 
 /**
  * Completes a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM) in place: the

@@ -13,3 +13,4 @@ export * from './packed-driver.js';
 export * from './net.js';
 export * from './blk.js';
 export * from './inflight.js';
+export * from './stat-slots.js';

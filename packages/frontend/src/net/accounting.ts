@@ -12,32 +12,12 @@
  * - `lost(sent)`: `sent - unique`, once the stream has drained (the summary also
  *   subtracts frames that arrived corrupted: those count as bad, not lost).
  */
+import { defineStatAccessors } from '@vhost-ts/virtio';
 
 /** Sequence numbers remembered behind the highest seen (power of two). */
 export const WINDOW = 1 << 16;
 const WORDS = WINDOW >>> 5;
 const MASK = WINDOW - 1;
-
-/**
- * Defines each `name` of `slots` on `cls.prototype` as an accessor of `this.stat[slot]`: the
- * counters below live in Float64Arrays, not number fields. A field that outgrows V8's small
- * integers (2^30: minutes of traffic) changes representation mid-run, deoptimising every
- * function that touched the object; a float64 slot holds exact integers up to 2^53.
- */
-function slotAccessors(cls: { prototype: { stat: Float64Array } }, slots: Readonly<Record<string, number>>): void {
-  for (const [name, slot] of Object.entries(slots)) {
-    Object.defineProperty(cls.prototype, name, {
-      get(this: { stat: Float64Array }): number {
-        return this.stat[slot]!;
-      },
-      set(this: { stat: Float64Array }, v: number) {
-        this.stat[slot] = v;
-      },
-      enumerable: true,
-      configurable: false,
-    });
-  }
-}
 
 // Slots of SequenceTracker.stat.
 const SQ_NEXT = 0;
@@ -112,7 +92,7 @@ export class SequenceTracker {
     this.bits.fill(0);
   }
 }
-slotAccessors(SequenceTracker, SQ_SLOTS);
+defineStatAccessors(SequenceTracker, SQ_SLOTS);
 
 // Slots of QueueCounters.stat (the traffic loops count there directly).
 export const QC_SENT = 0;
@@ -199,7 +179,7 @@ export class QueueCounters implements QueueCounterValues {
     return out;
   }
 }
-slotAccessors(QueueCounters, QC_SLOTS);
+defineStatAccessors(QueueCounters, QC_SLOTS);
 
 /** The summary one run prints (also per queue). */
 export interface TrafficSummary {
